@@ -1,0 +1,61 @@
+package main
+
+import (
+	"log/slog"
+	"net/http"
+)
+
+// The whole error vocabulary of the API, in FastAPI's shape: {"detail": ...},
+// a string for HTTP errors and a list for validation errors.
+
+// errorResponse writes {"detail": detail} with status.
+func errorResponse(w http.ResponseWriter, status int, detail any) {
+	writeJSON(w, status, struct {
+		Detail any `json:"detail"`
+	}{detail})
+}
+
+// fieldError is one entry of a 422 validation list.
+type fieldError struct {
+	Loc  []string          `json:"loc"`
+	Msg  string            `json:"msg"`
+	Type string            `json:"type"`
+	Ctx  map[string]string `json:"ctx,omitempty"`
+}
+
+// The validation problems the API reports, with the original's wording.
+func missingField(in, name string) fieldError {
+	return fieldError{Loc: []string{in, name}, Msg: "field required", Type: "value_error.missing"}
+}
+
+func notInteger(in, name string) fieldError {
+	return fieldError{Loc: []string{in, name}, Msg: "value is not a valid integer", Type: "type_error.integer"}
+}
+
+func notFloat(in, name string) fieldError {
+	return fieldError{Loc: []string{in, name}, Msg: "value is not a valid float", Type: "type_error.float"}
+}
+
+func notMatching(in, name, pattern string) fieldError {
+	return fieldError{Loc: []string{in, name}, Msg: `string does not match regex "` + pattern + `"`,
+		Type: "value_error.str.regex", Ctx: map[string]string{"pattern": pattern}}
+}
+
+// validationFailed answers 422 with the list of problems.
+func validationFailed(w http.ResponseWriter, problems []fieldError) {
+	errorResponse(w, http.StatusUnprocessableEntity, problems)
+}
+
+// unauthorized answers 401 with the RFC 6750 challenge: a bare "Bearer"
+// when no credentials came, error="invalid_token" when bad ones did.
+func unauthorized(w http.ResponseWriter, challenge, detail string) {
+	w.Header().Set("WWW-Authenticate", challenge)
+	errorResponse(w, http.StatusUnauthorized, detail)
+}
+
+// serviceUnavailable answers 503 when the database fails. The cause goes to
+// the log, never to the client.
+func serviceUnavailable(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
+	log.LogAttrs(r.Context(), slog.LevelError, "database unavailable", slog.String("error", err.Error()))
+	errorResponse(w, http.StatusServiceUnavailable, "Service unavailable")
+}

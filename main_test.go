@@ -1,0 +1,432 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// The tests run against a real PostgreSQL: MYAPI_TEST_DATABASE_URL when it
+// is set, else a throwaway cluster started with localdb.go's code. Each
+// test gets its own database, copied from a migrated template.
+
+const testTokenKey = "test-key-0123456789-0123456789-0123456789"
+
+var testServer struct {
+	admin    *sql.DB                // connected to the maintenance database
+	dsnFor   func(db string) string // DSN for a database on the test server
+	template string
+	seq      atomic.Int64
+}
+
+func TestMain(m *testing.M) {
+	code, err := testMain(m)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "\nmyapi tests need PostgreSQL and could not get it:\n  %v\n"+
+			"Install the server binaries (apt-get install postgresql, or brew install postgresql),\n"+
+			"or set MYAPI_TEST_DATABASE_URL to a server where this user may CREATE DATABASE.\n\n", err)
+		os.Exit(1)
+	}
+	os.Exit(code)
+}
+
+func testMain(m *testing.M) (int, error) {
+	ctx := context.Background()
+	baseDSN := os.Getenv("MYAPI_TEST_DATABASE_URL")
+	if baseDSN == "" {
+		dir, err := os.MkdirTemp("", "myapi-test-")
+		if err != nil {
+			return 0, err
+		}
+		defer os.RemoveAll(dir)
+		cluster, err := startLocalDB(ctx, dir, testClusterOptions)
+		if err != nil {
+			return 0, err
+		}
+		defer cluster.Kill()
+		baseDSN = cluster.DSN("postgres")
+	}
+	testServer.dsnFor = func(db string) string { return dsnWithDatabase(baseDSN, db) }
+
+	admin, err := openDB(ctx, baseDSN, 4)
+	if err != nil {
+		return 0, err
+	}
+	defer admin.Close()
+	testServer.admin = admin
+
+	// A unique name lets several test runs share one server.
+	testServer.template = fmt.Sprintf("myapi_template_%d_%d", os.Getpid(), time.Now().UnixNano()%1e6)
+	if _, err := admin.ExecContext(ctx, "CREATE DATABASE "+quoteIdent(testServer.template)); err != nil {
+		return 0, fmt.Errorf("create template database: %w", err)
+	}
+	defer admin.Exec("DROP DATABASE IF EXISTS " + quoteIdent(testServer.template) + " WITH (FORCE)")
+	tdb, err := openDB(ctx, testServer.dsnFor(testServer.template), 1)
+	if err != nil {
+		return 0, err
+	}
+	err = migrate(ctx, tdb, false)
+	tdb.Close()
+	if err != nil {
+		return 0, err
+	}
+	return m.Run(), nil
+}
+
+// testClusterOptions trade durability, which a throwaway cluster does not
+// need, for speed.
+var testClusterOptions = localDBOptions{settings: []string{"fsync=off", "synchronous_commit=off", "full_page_writes=off", "max_connections=200"}}
+
+// dsnWithDatabase returns dsn naming database db instead.
+func dsnWithDatabase(dsn, db string) string {
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		u, err := url.Parse(dsn)
+		if err == nil {
+			u.Path = "/" + db
+			return u.String()
+		}
+	}
+	return dsn + " dbname=" + db // a later keyword wins
+}
+
+// newTestDatabase creates a migrated, empty database for one test and
+// returns its DSN.
+func newTestDatabase(t testing.TB) string {
+	t.Helper()
+	name := fmt.Sprintf("%s_%d", testServer.template, testServer.seq.Add(1))
+	if _, err := testServer.admin.Exec("CREATE DATABASE " + quoteIdent(name) + " TEMPLATE " + quoteIdent(testServer.template)); err != nil {
+		t.Fatalf("create test database: %v", err)
+	}
+	t.Cleanup(func() {
+		if _, err := testServer.admin.Exec("DROP DATABASE " + quoteIdent(name) + " WITH (FORCE)"); err != nil {
+			t.Errorf("drop test database: %v", err)
+		}
+	})
+	return testServer.dsnFor(name)
+}
+
+// openTestDB opens a pool on dsn, closed when the test ends.
+func openTestDB(t testing.TB, dsn string) *sql.DB {
+	t.Helper()
+	db, err := openDB(context.Background(), dsn, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+// testEnv is a getenv for run: a test environment on dsn, with overrides.
+func testEnv(t testing.TB, dsn string, overrides ...string) func(string) string {
+	env := map[string]string{
+		"MYAPI_ENV":            "test",
+		"MYAPI_DATABASE__TEST": dsn,
+		"MYAPI_TOKEN_KEY":      testTokenKey,
+		"MYAPI_ADDR":           "127.0.0.1:0",
+		"MYAPI_BCRYPT_COST":    "4", // bcrypt.MinCost: the cost is in each hash, so checks still work
+		"MYAPI_DOTENV":         "testdata/no.env",
+		"MYAPI_DIR":            t.TempDir(),
+	}
+	for i := 0; i+1 < len(overrides); i += 2 {
+		env[overrides[i]] = overrides[i+1]
+	}
+	return func(k string) string { return env[k] }
+}
+
+// syncBuffer is a bytes.Buffer that the server's goroutines may write to
+// while the test reads it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// testApp is myapi serving in-process through run.
+type testApp struct {
+	url    string      // http://127.0.0.1:port
+	logs   *syncBuffer // everything the server logged
+	stop   func() error
+	client *http.Client
+}
+
+// startApp runs "myapi serve" in-process and waits until it answers
+// /healthz. It is stopped, and must exit cleanly, when the test ends.
+func startApp(t testing.TB, getenv func(string) string) *testApp {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	pr, pw := io.Pipe()
+	logs := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() {
+		err := run(ctx, []string{"serve"}, getenv, strings.NewReader(""), pw, logs)
+		pw.CloseWithError(fmt.Errorf("serve returned: %v", err))
+		done <- err
+	}()
+
+	line, err := bufio.NewReader(pr).ReadString('\n')
+	if err != nil {
+		cancel()
+		t.Fatalf("serve did not start: %v\nlogs:\n%s", err, logs)
+	}
+	go io.Copy(io.Discard, pr)
+	app := &testApp{
+		url:    strings.TrimSpace(strings.TrimPrefix(line, "myapi listening on ")),
+		logs:   logs,
+		client: &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
+	}
+	var once sync.Once
+	var stopErr error
+	app.stop = func() error {
+		once.Do(func() { cancel(); stopErr = <-done })
+		return stopErr
+	}
+	t.Cleanup(func() {
+		if err := app.stop(); err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	if res := app.do(t, "GET", "/healthz", nil, nil); res.status != 200 {
+		t.Fatalf("/healthz = %d", res.status)
+	}
+	return app
+}
+
+// response is a finished HTTP response.
+type response struct {
+	status int
+	header http.Header
+	body   string
+}
+
+// do sends a request to the app; body, if any, is sent as is.
+func (a *testApp) do(t testing.TB, method, path string, header http.Header, body io.Reader) response {
+	t.Helper()
+	req, err := http.NewRequest(method, a.url+path, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	res, err := a.client.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatalf("%s %s: read body: %v", method, path, err)
+	}
+	return response{status: res.StatusCode, header: res.Header, body: string(b)}
+}
+
+// expect checks a response's status and exact body.
+func (r response) expect(t testing.TB, status int, body string) {
+	t.Helper()
+	if r.status != status || r.body != body {
+		t.Errorf("got %d %s\nwant %d %s", r.status, r.body, status, body)
+	}
+}
+
+func TestServeOperationalRoutes(t *testing.T) {
+	t.Parallel()
+	app := startApp(t, testEnv(t, newTestDatabase(t)))
+
+	cases := []struct {
+		method, path string
+		status       int
+		body         string
+		header       map[string]string
+	}{
+		{"GET", "/healthz", 200, `{"status":"ok"}`, map[string]string{"Content-Type": "application/json"}},
+		{"GET", "/readyz", 200, `{"status":"ok"}`, nil},
+		{"HEAD", "/healthz", 200, ``, nil},
+		{"GET", "/no/such/path", 404, `{"detail":"Not Found"}`, map[string]string{"Content-Type": "application/json"}},
+		{"POST", "/healthz", 405, `{"detail":"Method Not Allowed"}`, map[string]string{"Allow": "GET, HEAD"}},
+		{"DELETE", "/token", 405, `{"detail":"Method Not Allowed"}`, map[string]string{"Allow": "POST"}},
+		{"GET", "/movies/new/?year=1&rating=2", 307, ``, map[string]string{"Location": "/movies/new?year=1&rating=2"}},
+		{"POST", "/token/", 307, ``, map[string]string{"Location": "/token"}},
+		{"GET", "/healthz/", 307, ``, map[string]string{"Location": "/healthz"}},
+	}
+	for _, c := range cases {
+		res := app.do(t, c.method, c.path, nil, nil)
+		res.expect(t, c.status, c.body)
+		if got := res.header.Get("X-Content-Type-Options"); got != "nosniff" {
+			t.Errorf("%s %s: X-Content-Type-Options = %q", c.method, c.path, got)
+		}
+		for k, v := range c.header {
+			if got := res.header.Get(k); got != v {
+				t.Errorf("%s %s: %s = %q, want %q", c.method, c.path, k, got, v)
+			}
+		}
+	}
+}
+
+func TestReadyzFollowsTheDatabase(t *testing.T) {
+	t.Parallel()
+	// A cluster of its own: this test stops it under the server.
+	cluster, err := startLocalDB(context.Background(), t.TempDir(), testClusterOptions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cluster.Kill() })
+	app := startApp(t, testEnv(t, cluster.DSN(localDBName)))
+	app.do(t, "GET", "/readyz", nil, nil).expect(t, 200, `{"status":"ok"}`)
+
+	if err := cluster.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	app.do(t, "GET", "/readyz", nil, nil).expect(t, 503, `{"detail":"Service unavailable"}`)
+	app.do(t, "GET", "/healthz", nil, nil).expect(t, 200, `{"status":"ok"}`)
+
+	if _, err := startLocalDB(context.Background(), cluster.dir, testClusterOptions); err != nil {
+		t.Fatal(err)
+	}
+	// The pool may hold connections the restart broke; it drops each
+	// as it fails, so readiness returns within a few tries.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		res := app.do(t, "GET", "/readyz", nil, nil)
+		if res.status == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz still %d %s after the database came back", res.status, res.body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if strings.Contains(app.logs.String(), "password") {
+		t.Errorf("a log line mentions a password:\n%s", app.logs)
+	}
+}
+
+func TestRunUsage(t *testing.T) {
+	t.Parallel()
+	getenv := func(string) string { return "" }
+	for _, args := range [][]string{nil, {"frobnicate"}, {"serve", "-nope"}, {"migrate", "extra"}, {"create-user", "-name", "x"}} {
+		var stdout, stderr bytes.Buffer
+		err := run(context.Background(), args, getenv, strings.NewReader(""), &stdout, &stderr)
+		if !errors.Is(err, errUsage) {
+			t.Errorf("run %q = %v, want errUsage", args, err)
+		}
+		if stderr.Len() == 0 {
+			t.Errorf("run %q printed no usage on stderr", args)
+		}
+	}
+	for _, arg := range []string{"help", "-h"} {
+		var stdout bytes.Buffer
+		if err := run(context.Background(), []string{arg}, getenv, nil, &stdout, io.Discard); err != nil {
+			t.Errorf("run %s = %v", arg, err)
+		}
+		if !strings.Contains(stdout.String(), "create-user") {
+			t.Errorf("run %s printed %q, want the usage", arg, stdout.String())
+		}
+	}
+}
+
+func TestServeRefusesMissingProductionSettings(t *testing.T) {
+	t.Parallel()
+	getenv := func(k string) string {
+		return map[string]string{"MYAPI_ENV": "prod", "MYAPI_DOTENV": "testdata/no.env",
+			"MYAPI_TOKEN_KEY_PREVIOUS": "short-secret-value"}[k]
+	}
+	var stdout, stderr bytes.Buffer
+	err := run(context.Background(), []string{"serve"}, getenv, nil, &stdout, &stderr)
+	if err == nil {
+		t.Fatal("serve started without a database or key")
+	}
+	lines := strings.Split(err.Error(), "\n")
+	want := []string{"MYAPI_DATABASE__PROD is required", "MYAPI_TOKEN_KEY is required", "MYAPI_TOKEN_KEY_PREVIOUS: key 1 is too short"}
+	if len(lines) != len(want) {
+		t.Fatalf("got %d problems, want %d:\n%v", len(lines), len(want), err)
+	}
+	for i, w := range want {
+		if !strings.HasPrefix(lines[i], w) {
+			t.Errorf("line %d = %q, want it to start %q", i+1, lines[i], w)
+		}
+	}
+	if strings.Contains(err.Error()+stdout.String()+stderr.String(), "short-secret-value") {
+		t.Error("the error shows a secret")
+	}
+}
+
+func TestMigrateIsIdempotentAndConcurrent(t *testing.T) {
+	t.Parallel()
+	dsn := newTestDatabase(t)
+	db := openTestDB(t, dsn)
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for range 4 {
+		wg.Go(func() { errs <- migrate(context.Background(), db, false) })
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	// And through the command, twice.
+	for range 2 {
+		var stdout bytes.Buffer
+		if err := run(context.Background(), []string{"migrate"}, testEnv(t, dsn), nil, &stdout, io.Discard); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var n int
+	if err := db.QueryRow("SELECT count(*) FROM myapi.movies").Scan(&n); err != nil || n != 0 {
+		t.Errorf("movies outside dev: %d, %v; want 0", n, err)
+	}
+}
+
+func TestSampleMoviesOnlyInDev(t *testing.T) {
+	t.Parallel()
+	dsn := newTestDatabase(t)
+	env := testEnv(t, dsn, "MYAPI_ENV", "dev", "MYAPI_DATABASE__DEV", dsn)
+	for range 2 { // twice: loading them must be idempotent too
+		if err := run(context.Background(), []string{"migrate"}, env, nil, io.Discard, io.Discard); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var n int
+	var title string
+	db := openTestDB(t, dsn)
+	if err := db.QueryRow("SELECT count(*), max(title) FILTER (WHERE movie_id = 6) FROM myapi.movies").Scan(&n, &title); err != nil {
+		t.Fatal(err)
+	}
+	if n != 8 || title != "Schindler's List" {
+		t.Errorf("dev database has %d movies, movie 6 %q; want the 8 samples", n, title)
+	}
+}
+
+// decodeJSON decodes a response body into v.
+func decodeJSON(t testing.TB, body string, v any) {
+	t.Helper()
+	if err := json.Unmarshal([]byte(body), v); err != nil {
+		t.Fatalf("decode %q: %v", body, err)
+	}
+}

@@ -1,0 +1,169 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"log/slog"
+	"math"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+)
+
+// Movie is a row of myapi.movies, in the original's JSON shape.
+type Movie struct {
+	ID       int32  `json:"movie_id"`
+	Title    string `json:"title"`
+	Released int32  `json:"released"`
+	Rating   rating `json:"rating"`
+}
+
+// rating is a NUMERIC(2,1) score. It is always written with its decimal
+// (9.0, never 9), as the original writes it.
+type rating float64
+
+func (r rating) MarshalJSON() ([]byte, error) {
+	return strconv.AppendFloat(nil, float64(r), 'f', 1, 64), nil
+}
+
+// handleGetMovie is GET /movies/?movie_id=N.
+func handleGetMovie(log *slog.Logger, s *store) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		var problems []fieldError
+		id := queryInt(q, "movie_id", &problems)
+		if problems != nil {
+			validationFailed(w, problems)
+			return
+		}
+		m, err := s.movie(r.Context(), id)
+		switch {
+		case errors.Is(err, errNotFound):
+			errorResponse(w, http.StatusNotFound, "Movie not found")
+		case err != nil:
+			serviceUnavailable(w, r, log, err)
+		default:
+			writeJSON(w, http.StatusOK, m)
+		}
+	})
+}
+
+// handleNewMovies is GET /movies/new?year=Y&rating=R: the movies released
+// in or after Y and rated R or more, by movie_id.
+func handleNewMovies(log *slog.Logger, s *store) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		var problems []fieldError
+		year := queryInt(q, "year", &problems)
+		minRating := queryFloat(q, "rating", &problems)
+		if problems != nil {
+			validationFailed(w, problems)
+			return
+		}
+		movies, err := s.newMovies(r.Context(), year, minRating)
+		if err != nil {
+			serviceUnavailable(w, r, log, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, movies)
+	})
+}
+
+// queryValue returns the last value of a query parameter: like the
+// original, a repeated parameter counts by its last value.
+func queryValue(q url.Values, name string) (string, bool) {
+	v := q[name]
+	if len(v) == 0 {
+		return "", false
+	}
+	return v[len(v)-1], true
+}
+
+// queryInt reads a 32-bit integer parameter (the columns are INTEGER),
+// adding a problem when it is missing or is not one.
+func queryInt(q url.Values, name string, problems *[]fieldError) int32 {
+	s, ok := queryValue(q, name)
+	if !ok {
+		*problems = append(*problems, missingField("query", name))
+		return 0
+	}
+	n, err := strconv.ParseInt(pythonNumber(s), 10, 32)
+	if err != nil {
+		*problems = append(*problems, notInteger("query", name))
+		return 0
+	}
+	return int32(n)
+}
+
+// queryFloat reads a finite number parameter, adding a problem when it is
+// missing or is not one. NaN and infinities are not numbers here.
+func queryFloat(q url.Values, name string, problems *[]fieldError) float64 {
+	s, ok := queryValue(q, name)
+	if !ok {
+		*problems = append(*problems, missingField("query", name))
+		return 0
+	}
+	s = pythonNumber(s)
+	f, err := strconv.ParseFloat(s, 64)
+	// Go reads hex floats ("0x1p3"); Python's float() does not.
+	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) || strings.ContainsAny(s, "xX") {
+		*problems = append(*problems, notFloat("query", name))
+		return 0
+	}
+	return f
+}
+
+// pythonNumber brings a number written the way the original's parser
+// (Python's int() and float()) accepts it to Go's syntax: surrounding
+// space is dropped, and underscores between digits ("1_000") are removed.
+// Anything else is returned as it is, for strconv to refuse.
+func pythonNumber(s string) string {
+	s = strings.TrimSpace(s)
+	if !strings.Contains(s, "_") {
+		return s
+	}
+	b := []byte(s)
+	out := b[:0]
+	for i, c := range b {
+		if c == '_' {
+			if i == 0 || i == len(b)-1 || !isDigit(b[i-1]) || !isDigit(b[i+1]) {
+				return s
+			}
+			continue
+		}
+		out = append(out, c)
+	}
+	return string(out)
+}
+
+func isDigit(c byte) bool { return c >= '0' && c <= '9' }
+
+// movie returns the movie with id, or errNotFound.
+func (s *store) movie(ctx context.Context, id int32) (Movie, error) {
+	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
+	defer cancel()
+	var m Movie
+	err := s.db.QueryRowContext(ctx,
+		"SELECT movie_id, title, released, rating FROM myapi.movies WHERE movie_id = $1", id,
+	).Scan(&m.ID, &m.Title, &m.Released, (*float64)(&m.Rating))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Movie{}, errNotFound
+	}
+	return m, err
+}
+
+// newMovies reads the set-returning function myapi.new_movies. The rating
+// goes to PostgreSQL as the shortest decimal that names the float ("8.9",
+// not 8.9000000000000003552...), so that rating=8.9 finds the 8.9s.
+func (s *store) newMovies(ctx context.Context, year int32, minRating float64) ([]Movie, error) {
+	return selectFunc(ctx, s.db, "myapi.new_movies($1::integer, $2::numeric)", scanMovie,
+		year, strconv.FormatFloat(minRating, 'g', -1, 64))
+}
+
+func scanMovie(rows *sql.Rows) (Movie, error) {
+	var m Movie
+	err := rows.Scan(&m.ID, &m.Title, &m.Released, (*float64)(&m.Rating))
+	return m, err
+}

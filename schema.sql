@@ -1,0 +1,37 @@
+-- The myapi schema. Applied on every start, inside one transaction under an
+-- advisory lock, so it must stay idempotent: CREATE ... IF NOT EXISTS and
+-- CREATE OR REPLACE only. The tables' names and columns are those of the
+-- FastAPI service myapi ports, whose databases are used as they are: never
+-- change them here.
+
+CREATE SCHEMA IF NOT EXISTS myapi;
+
+CREATE TABLE IF NOT EXISTS myapi.movies (
+    movie_id INTEGER PRIMARY KEY,
+    title    TEXT NOT NULL,
+    released INTEGER NOT NULL,
+    rating   NUMERIC(2,1) NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS myapi.users (
+    user_id         SERIAL PRIMARY KEY,
+    name            TEXT NOT NULL,
+    email           TEXT NOT NULL UNIQUE,
+    hashed_password TEXT NOT NULL
+);
+
+-- /movies/new filters on both columns.
+CREATE INDEX IF NOT EXISTS movies_released_rating_idx ON myapi.movies (released, rating);
+
+-- new_movies is the set-returning ("table-valued") function behind
+-- GET /movies/new. Parameters are qualified with the function's name
+-- because inside a SQL function a column of the same name would win.
+CREATE OR REPLACE FUNCTION myapi.new_movies(year INTEGER, rating NUMERIC)
+RETURNS SETOF myapi.movies
+LANGUAGE sql STABLE
+AS $$
+    SELECT m.*
+    FROM myapi.movies AS m
+    WHERE m.released >= new_movies.year AND m.rating >= new_movies.rating
+    ORDER BY m.movie_id
+$$;

@@ -1,0 +1,261 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"strings"
+	"time"
+)
+
+// deps are what the handlers need. newHandler hands each handler only the
+// parts it uses.
+type deps struct {
+	log      *slog.Logger
+	store    *store
+	keys     [][]byte // keys[0] signs; all verify
+	tokenTTL time.Duration
+	now      func() time.Time
+	logins   *loginGuard
+}
+
+// newHandler returns myapi's whole HTTP surface: every route is listed
+// here, with the middleware that wraps them all.
+func newHandler(d deps) http.Handler {
+	mux := http.NewServeMux()
+	authed := func(h http.Handler) http.Handler { return requireUser(d.log, d.store, d.keys, d.now, h) }
+
+	mux.Handle("GET /healthz", handleHealthz())
+	mux.Handle("GET /readyz", handleReadyz(d.log, d.store))
+	mux.Handle("POST /token", handleToken(d.log, d.store, d.logins, d.keys[0], d.tokenTTL, d.now))
+	mux.Handle("GET /movies", authed(handleGetMovie(d.log, d.store)))
+	mux.Handle("GET /movies/{$}", authed(handleGetMovie(d.log, d.store)))
+	mux.Handle("GET /movies/new", authed(handleNewMovies(d.log, d.store)))
+	mux.Handle("/", handleNoRoute(mux))
+
+	return logRequests(d.log, recoverPanics(d.log, secureHeaders(mux)))
+}
+
+// Body and header limits. Nothing myapi accepts comes near them.
+const (
+	maxBodyBytes   = 64 << 10
+	maxHeaderBytes = 16 << 10
+)
+
+// newHTTPServer sets every timeout: without them one slow client can hold
+// a connection, and a goroutine, for ever.
+func newHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+}
+
+func handleHealthz() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+}
+
+func handleReadyz(log *slog.Logger, s *store) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := s.ping(r.Context()); err != nil {
+			serviceUnavailable(w, r, log, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+}
+
+// handleNoRoute answers what the mux does not route, in JSON: 405 with
+// Allow when the path exists under other methods, 307 to the other
+// trailing-slash form when that one exists (as the original does), and
+// 404 otherwise.
+func handleNoRoute(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if allow := allowedMethods(mux, r, r.URL.Path); allow != nil {
+			w.Header().Set("Allow", strings.Join(allow, ", "))
+			errorResponse(w, http.StatusMethodNotAllowed, "Method Not Allowed")
+			return
+		}
+		if p := r.URL.Path; p != "/" {
+			other := p + "/"
+			if strings.HasSuffix(p, "/") {
+				other = strings.TrimRight(p, "/")
+			}
+			if other != "" && allowedMethods(mux, r, other) != nil {
+				u := *r.URL
+				u.Path, u.RawPath = other, ""
+				w.Header().Set("Location", u.RequestURI())
+				w.WriteHeader(http.StatusTemporaryRedirect)
+				return
+			}
+		}
+		errorResponse(w, http.StatusNotFound, "Not Found")
+	})
+}
+
+// allowedMethods lists the methods that have a route for path.
+func allowedMethods(mux *http.ServeMux, r *http.Request, path string) []string {
+	var allow []string
+	probe := r.Clone(r.Context())
+	probe.URL.Path, probe.URL.RawPath = path, ""
+	for _, m := range []string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"} {
+		probe.Method = m
+		if _, pattern := mux.Handler(probe); pattern != "/" && pattern != "" {
+			allow = append(allow, m)
+		}
+	}
+	return allow
+}
+
+// secureHeaders sets the headers every response carries.
+func secureHeaders(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		h.ServeHTTP(w, r)
+	})
+}
+
+// writeJSON writes v as JSON the way the original service does: compact,
+// no HTML escaping, no trailing newline. Content-Type is set before
+// WriteHeader, since headers set after it are ignored.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		// Only a programming error (an unencodable type) gets here.
+		http.Error(w, `{"detail":"Internal Server Error"}`, http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(bytes.TrimSuffix(buf.Bytes(), []byte("\n")))
+}
+
+// requestInfo travels in a request's context so that every log line of the
+// request carries its id, and the access log its user.
+type requestInfo struct {
+	id   string
+	user string // set by requireUser
+}
+
+type requestInfoKey struct{}
+
+func infoFrom(ctx context.Context) *requestInfo {
+	info, _ := ctx.Value(requestInfoKey{}).(*requestInfo)
+	return info
+}
+
+// requestIDHandler adds the request id to every record logged with a
+// request's context.
+type requestIDHandler struct{ slog.Handler }
+
+func (h requestIDHandler) Handle(ctx context.Context, rec slog.Record) error {
+	if info := infoFrom(ctx); info != nil {
+		rec.AddAttrs(slog.String("request_id", info.id))
+	}
+	return h.Handler.Handle(ctx, rec)
+}
+
+func (h requestIDHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return requestIDHandler{h.Handler.WithAttrs(attrs)}
+}
+
+func (h requestIDHandler) WithGroup(name string) slog.Handler {
+	return requestIDHandler{h.Handler.WithGroup(name)}
+}
+
+// requestID keeps a client's X-Request-ID when it is short and plain, so
+// it cannot forge log lines, and makes a new one otherwise.
+func requestID(r *http.Request) string {
+	id := r.Header.Get("X-Request-ID")
+	if id == "" || len(id) > 64 {
+		return rand.Text()[:16]
+	}
+	for _, c := range []byte(id) {
+		if !(c == '-' || c == '_' || c == '.' || c >= '0' && c <= '9' || c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z') {
+			return rand.Text()[:16]
+		}
+	}
+	return id
+}
+
+// logRequests writes one line per request. It logs the path without the
+// query and never a header: Authorization holds a credential.
+func logRequests(log *slog.Logger, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		info := &requestInfo{id: requestID(r)}
+		w.Header().Set("X-Request-ID", info.id)
+		ctx := context.WithValue(r.Context(), requestInfoKey{}, info)
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		h.ServeHTTP(rec, r.WithContext(ctx))
+		attrs := []slog.Attr{
+			slog.String("method", r.Method),
+			slog.String("path", r.URL.Path),
+			slog.Int("status", rec.status),
+			slog.Int("bytes", rec.bytes),
+			slog.Duration("duration", time.Since(start)),
+		}
+		if info.user != "" {
+			attrs = append(attrs, slog.String("user", info.user))
+		}
+		log.LogAttrs(ctx, slog.LevelInfo, "request", attrs...)
+	})
+}
+
+// statusRecorder remembers the status and size of a response.
+type statusRecorder struct {
+	http.ResponseWriter
+	status      int
+	bytes       int
+	wroteHeader bool
+}
+
+func (r *statusRecorder) WriteHeader(status int) {
+	if !r.wroteHeader {
+		r.status, r.wroteHeader = status, true
+	}
+	r.ResponseWriter.WriteHeader(status)
+}
+
+func (r *statusRecorder) Write(b []byte) (int, error) {
+	r.wroteHeader = true
+	n, err := r.ResponseWriter.Write(b)
+	r.bytes += n
+	return n, err
+}
+
+// Unwrap lets http.ResponseController reach the real writer.
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// recoverPanics turns a panicking handler into a 500 and a logged stack,
+// and keeps the server serving.
+func recoverPanics(log *slog.Logger, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			v := recover()
+			if v == nil {
+				return
+			}
+			if v == http.ErrAbortHandler { // the handler's way to drop a connection
+				panic(v)
+			}
+			log.LogAttrs(r.Context(), slog.LevelError, "panic", slog.Any("panic", v), slog.String("stack", string(debug.Stack())))
+			w.Header().Set("Connection", "close")
+			errorResponse(w, http.StatusInternalServerError, "Internal Server Error")
+		}()
+		h.ServeHTTP(w, r)
+	})
+}

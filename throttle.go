@@ -1,0 +1,186 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"net"
+	"net/http"
+	"net/netip"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+)
+
+// Login throttling. Each failed login counts against the client's address
+// and against the account it named; past a limit within the window, further
+// attempts get 429 without a password check. An account's count clears
+// when it logs in; an address's count does not, or one valid account would
+// let an attacker reset it.
+const (
+	failureWindow      = 15 * time.Minute
+	maxAccountFailures = 5  // a person mistyping does not reach it
+	maxClientFailures  = 20 // several people behind one NAT do not either
+	maxTracked         = 100_000
+)
+
+// bcryptWait is how long a login may queue for a bcrypt slot before it is
+// answered 503: under a flood of logins the cheap requests keep their CPU.
+const bcryptWait = 3 * time.Second
+
+var errBusy = errors.New("too many logins in progress")
+
+// loginGuard throttles failed logins and bounds how many bcrypt
+// comparisons run at once. The zero value is not usable; see newLoginGuard.
+type loginGuard struct {
+	mu       sync.Mutex
+	failures map[string]*failureCount // "a:"+account or "c:"+client
+
+	slots     chan struct{} // one token per bcrypt comparison allowed to run
+	dummyHash []byte        // compared against when the account does not exist
+	trusted   []netip.Prefix
+}
+
+type failureCount struct {
+	n     int
+	reset time.Time
+}
+
+// newLoginGuard prepares the dummy hash at cost, so that a login for an
+// unknown email costs what a wrong password costs.
+func newLoginGuard(cost int, trusted []netip.Prefix) *loginGuard {
+	dummy, err := bcrypt.GenerateFromPassword([]byte(rand.Text()), cost)
+	if err != nil {
+		panic("bcrypt: " + err.Error()) // only for a cost out of range, which config rules out
+	}
+	return &loginGuard{
+		failures:  make(map[string]*failureCount),
+		slots:     make(chan struct{}, max(1, runtime.NumCPU()/2)),
+		dummyHash: dummy,
+		trusted:   trusted,
+	}
+}
+
+// blocked reports how long the client or the account must wait, or zero.
+func (g *loginGuard) blocked(client, account string, now time.Time) time.Duration {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	wait := g.waitLocked("c:"+client, maxClientFailures, now)
+	return max(wait, g.waitLocked("a:"+account, maxAccountFailures, now))
+}
+
+func (g *loginGuard) waitLocked(key string, limit int, now time.Time) time.Duration {
+	f := g.failures[key]
+	if f == nil || f.n < limit || !now.Before(f.reset) {
+		return 0
+	}
+	return f.reset.Sub(now)
+}
+
+// fail counts a failed login.
+func (g *loginGuard) fail(client, account string, now time.Time) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, key := range []string{"c:" + client, "a:" + account} {
+		f := g.failures[key]
+		if f == nil || !now.Before(f.reset) {
+			if f == nil && len(g.failures) >= maxTracked {
+				g.evictLocked(now)
+			}
+			f = &failureCount{reset: now.Add(failureWindow)}
+			g.failures[key] = f
+		}
+		f.n++
+	}
+}
+
+// succeed clears the account's count.
+func (g *loginGuard) succeed(account string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	delete(g.failures, "a:"+account)
+}
+
+// evictLocked bounds memory: it drops expired entries and, if the table is
+// still full (a spray from many addresses), an arbitrary tenth of it.
+func (g *loginGuard) evictLocked(now time.Time) {
+	for k, f := range g.failures {
+		if !now.Before(f.reset) {
+			delete(g.failures, k)
+		}
+	}
+	for k := range g.failures {
+		if len(g.failures) < maxTracked*9/10 {
+			break
+		}
+		delete(g.failures, k)
+	}
+}
+
+// compare runs one bcrypt comparison when a slot is free, waiting at most
+// bcryptWait for one. A nil hash compares against the dummy hash and
+// always fails.
+func (g *loginGuard) compare(ctx context.Context, hash []byte, password string) (ok bool, err error) {
+	timer := time.NewTimer(bcryptWait)
+	defer timer.Stop()
+	select {
+	case g.slots <- struct{}{}:
+	case <-timer.C:
+		return false, errBusy
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+	defer func() { <-g.slots }()
+	if hash == nil {
+		bcrypt.CompareHashAndPassword(g.dummyHash, []byte(password))
+		return false, nil
+	}
+	return bcrypt.CompareHashAndPassword(hash, []byte(password)) == nil, nil
+}
+
+// clientKey identifies the client for throttling: the connection's
+// address, or, when that is a trusted proxy, the last address in
+// X-Forwarded-For that is not one. IPv6 clients are keyed by their /64,
+// which one host usually owns whole.
+func (g *loginGuard) clientKey(r *http.Request) string {
+	addr := remoteAddr(r.RemoteAddr)
+	if g.isTrusted(addr) {
+		hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
+		for i := len(hops) - 1; i >= 0; i-- {
+			hop, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+			if err != nil {
+				break
+			}
+			addr = hop.Unmap()
+			if !g.isTrusted(addr) {
+				break
+			}
+		}
+	}
+	if addr.Is6() {
+		p, _ := addr.Prefix(64)
+		return p.String()
+	}
+	return addr.String()
+}
+
+func (g *loginGuard) isTrusted(a netip.Addr) bool {
+	for _, p := range g.trusted {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+func remoteAddr(hostport string) netip.Addr {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		host = hostport
+	}
+	a, _ := netip.ParseAddr(host)
+	return a.Unmap()
+}
