@@ -12,9 +12,11 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -33,6 +35,11 @@ var testServer struct {
 }
 
 func TestMain(m *testing.M) {
+	if os.Getenv("MYAPI_TEST_AS_MAIN") == "1" {
+		// startProcess runs this binary as the real program.
+		main()
+		os.Exit(0)
+	}
 	code, err := testMain(m)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "\nmyapi tests need PostgreSQL and could not get it:\n  %v\n"+
@@ -288,22 +295,29 @@ func TestServeOperationalRoutes(t *testing.T) {
 
 func TestReadyzFollowsTheDatabase(t *testing.T) {
 	t.Parallel()
-	// A cluster of its own: this test stops it under the server.
-	cluster, err := startLocalDB(context.Background(), t.TempDir(), testClusterOptions)
+	// A cluster of its own, since this test stops it under the server;
+	// durable, since it stops it the hard way.
+	cluster, err := startLocalDB(context.Background(), t.TempDir(), localDBOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cluster.Kill() })
-	app := startApp(t, testEnv(t, cluster.DSN(localDBName)))
+	env := testEnv(t, cluster.DSN(localDBName))
+	createUser(t, env, "Ada", "ada@example.com", "correct horse")
+	app := startApp(t, env)
 	app.do(t, "GET", "/readyz", nil, nil).expect(t, 200, `{"status":"ok"}`)
+	auth := bearer(app.token(t, "ada@example.com", "correct horse"))
 
 	if err := cluster.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	app.do(t, "GET", "/readyz", nil, nil).expect(t, 503, `{"detail":"Service unavailable"}`)
+	unavailable := `{"detail":"Service unavailable"}`
+	app.do(t, "GET", "/readyz", nil, nil).expect(t, 503, unavailable)
+	app.do(t, "GET", "/movies/?movie_id=1", auth, nil).expect(t, 503, unavailable)
+	app.login(t, "ada@example.com", "correct horse").expect(t, 503, unavailable)
 	app.do(t, "GET", "/healthz", nil, nil).expect(t, 200, `{"status":"ok"}`)
 
-	if _, err := startLocalDB(context.Background(), cluster.dir, testClusterOptions); err != nil {
+	if _, err := startLocalDB(context.Background(), cluster.dir, localDBOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	// The pool may hold connections the restart broke; it drops each
@@ -319,6 +333,7 @@ func TestReadyzFollowsTheDatabase(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	app.do(t, "GET", "/movies/?movie_id=1", auth, nil).expect(t, 404, `{"detail":"Movie not found"}`)
 	if strings.Contains(app.logs.String(), "password") {
 		t.Errorf("a log line mentions a password:\n%s", app.logs)
 	}
@@ -429,4 +444,135 @@ func decodeJSON(t testing.TB, body string, v any) {
 	if err := json.Unmarshal([]byte(body), v); err != nil {
 		t.Fatalf("decode %q: %v", body, err)
 	}
+}
+
+// process is myapi running as a real process: this test binary, which
+// runs main when MYAPI_TEST_AS_MAIN is set.
+type process struct {
+	cmd    *exec.Cmd
+	url    string
+	stderr *syncBuffer
+	exited chan error
+}
+
+// startProcess runs "myapi serve" as a child process with the MYAPI_
+// variables of getenv and waits until it listens.
+func startProcess(t *testing.T, vars map[string]string) *process {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "serve")
+	cmd.Env = []string{"MYAPI_TEST_AS_MAIN=1", "PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
+	for k, v := range vars {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	p := &process{cmd: cmd, stderr: &syncBuffer{}, exited: make(chan error, 1)}
+	cmd.Stderr = p.stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-p.exited
+	})
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		t.Fatalf("myapi did not start: %v\n%s", err, p.stderr)
+	}
+	p.url = strings.TrimSpace(strings.TrimPrefix(line, "myapi listening on "))
+	return p
+}
+
+// processEnv is the environment of a test process on database dsn.
+func processEnv(t *testing.T, dsn string, overrides ...string) map[string]string {
+	vars := map[string]string{
+		"MYAPI_ENV": "test", "MYAPI_DATABASE__TEST": dsn, "MYAPI_TOKEN_KEY": testTokenKey,
+		"MYAPI_ADDR": "127.0.0.1:0", "MYAPI_DOTENV": "testdata/no.env", "MYAPI_DIR": t.TempDir(),
+	}
+	for i := 0; i+1 < len(overrides); i += 2 {
+		vars[overrides[i]] = overrides[i+1]
+	}
+	return vars
+}
+
+func TestSIGTERMLetsInFlightRequestsFinish(t *testing.T) {
+	t.Parallel()
+	dsn := newTestDatabase(t)
+	// A slow hash makes a login that is surely in flight when the signal
+	// comes.
+	env := testEnv(t, dsn, "MYAPI_BCRYPT_COST", "10")
+	createUser(t, env, "Ada", "ada@example.com", "correct horse")
+	seedMovies(t, openTestDB(t, dsn))
+	p := startProcess(t, processEnv(t, dsn, "MYAPI_SHUTDOWN_TIMEOUT", "20s", "MYAPI_BCRYPT_COST", "10"))
+	app := &testApp{url: p.url, client: &http.Client{}}
+	auth := bearer(app.token(t, "ada@example.com", "correct horse"))
+
+	// Clients loop until the server stops taking requests. Every
+	// response that started must arrive whole.
+	var wg sync.WaitGroup
+	var completed atomic.Int64
+	stop := make(chan struct{})
+	for range 4 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				res, err := app.client.Do(mustRequest(t, "GET", p.url+"/movies/?movie_id=1", auth))
+				if err != nil {
+					return // refused: the server has stopped accepting
+				}
+				body, err := io.ReadAll(res.Body)
+				res.Body.Close()
+				if err != nil || res.StatusCode != 200 || string(body) != shawshank {
+					t.Errorf("a response was cut off: %d %q %v", res.StatusCode, body, err)
+					return
+				}
+				completed.Add(1)
+			}
+		})
+	}
+	login := make(chan response, 1)
+	go func() { login <- app.login(t, "ada@example.com", "correct horse") }()
+	time.Sleep(30 * time.Millisecond) // the login is now hashing (75ms at cost 10, more under -race)
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if res := <-login; res.status != 200 {
+		t.Errorf("the in-flight login got %d %s", res.status, res.body)
+	}
+	select {
+	case err := <-p.exited:
+		if err != nil {
+			t.Errorf("exit: %v\n%s", err, p.stderr)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("myapi did not exit after SIGTERM")
+	}
+	close(stop)
+	wg.Wait()
+	if completed.Load() == 0 {
+		t.Error("no request completed")
+	}
+	if _, err := http.Get(p.url + "/healthz"); err == nil {
+		t.Error("still accepting after exit")
+	}
+	p.exited <- nil // for the cleanup
+	if !strings.Contains(p.stderr.String(), "stopped") {
+		t.Errorf("no clean stop in the log:\n%s", p.stderr)
+	}
+}
+
+func mustRequest(t testing.TB, method, url string, h http.Header) *http.Request {
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header = h
+	return req
 }

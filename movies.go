@@ -138,8 +138,6 @@ func pythonNumber(s string) string {
 	return string(out)
 }
 
-func isDigit(c byte) bool { return c >= '0' && c <= '9' }
-
 // movie returns the movie with id, or errNotFound.
 func (s *store) movie(ctx context.Context, id int32) (Movie, error) {
 	ctx, cancel := context.WithTimeout(ctx, queryTimeout)

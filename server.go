@@ -35,9 +35,16 @@ func newHandler(d deps) http.Handler {
 	mux.Handle("GET /movies", authed(handleGetMovie(d.log, d.store)))
 	mux.Handle("GET /movies/{$}", authed(handleGetMovie(d.log, d.store)))
 	mux.Handle("GET /movies/new", authed(handleNewMovies(d.log, d.store)))
+	mux.Handle("GET /openapi.json", handleOpenAPI())
+	mux.Handle("GET /docs", handleDocs())
 	mux.Handle("/", handleNoRoute(mux))
 
-	return logRequests(d.log, recoverPanics(d.log, secureHeaders(mux)))
+	return withMiddleware(d.log, mux)
+}
+
+// withMiddleware wraps h in what every request goes through.
+func withMiddleware(log *slog.Logger, h http.Handler) http.Handler {
+	return logRequests(log, recoverPanics(log, secureHeaders(h)))
 }
 
 // Body and header limits. Nothing myapi accepts comes near them.

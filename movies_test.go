@@ -1,0 +1,179 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+)
+
+// seedMovies loads the sample catalogue, plus one movie whose title needs
+// escaping, into a test database.
+func seedMovies(t testing.TB, db *sql.DB) {
+	t.Helper()
+	if _, err := db.Exec(sampleMoviesSQL); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`INSERT INTO myapi.movies VALUES (9, 'Amélie & "Friends" <1>', 2001, 8.3)`); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// moviesApp serves a seeded database and returns it with a valid token.
+func moviesApp(t *testing.T) (*testApp, http.Header) {
+	t.Helper()
+	dsn := newTestDatabase(t)
+	seedMovies(t, openTestDB(t, dsn))
+	env := testEnv(t, dsn)
+	createUser(t, env, "Ada", "ada@example.com", "correct horse")
+	app := startApp(t, env)
+	return app, bearer(app.token(t, "ada@example.com", "correct horse"))
+}
+
+const (
+	shawshank  = `{"movie_id":1,"title":"The Shawshank Redemption","released":1994,"rating":9.2}`
+	darkKnight = `{"movie_id":3,"title":"The Dark Knight","released":2008,"rating":9.0}`
+	inception  = `{"movie_id":8,"title":"Inception","released":2010,"rating":8.8}`
+	amelie     = `{"movie_id":9,"title":"Amélie & \"Friends\" <1>","released":2001,"rating":8.3}`
+)
+
+func TestGetMovie(t *testing.T) {
+	t.Parallel()
+	app, auth := moviesApp(t)
+	cases := []struct {
+		path   string
+		status int
+		body   string
+	}{
+		{"/movies/?movie_id=1", 200, shawshank},
+		{"/movies?movie_id=1", 200, shawshank}, // no redirect, unlike the original
+		{"/movies/?movie_id=3", 200, darkKnight},
+		{"/movies/?movie_id=9", 200, amelie},
+		{"/movies/?movie_id=%201%20", 200, shawshank},
+		{"/movies/?movie_id=+1", 200, shawshank},
+		{"/movies/?movie_id=5&movie_id=1", 200, shawshank}, // the last value counts
+		{"/movies/?movie_id=1&other=x", 200, shawshank},
+		{"/movies/?movie_id=404", 404, `{"detail":"Movie not found"}`},
+		{"/movies/?movie_id=-1", 404, `{"detail":"Movie not found"}`},
+		{"/movies/?movie_id=2147483647", 404, `{"detail":"Movie not found"}`},
+		{"/movies/", 422, `{"detail":[{"loc":["query","movie_id"],"msg":"field required","type":"value_error.missing"}]}`},
+	}
+	notInt := `{"detail":[{"loc":["query","movie_id"],"msg":"value is not a valid integer","type":"type_error.integer"}]}`
+	for _, bad := range []string{"abc", "1.5", "", "2147483648", "-2147483649", "99999999999999999999", "0x10", "1e3", "%00", "_1", "1__0"} {
+		cases = append(cases, struct {
+			path   string
+			status int
+			body   string
+		}{"/movies/?movie_id=" + bad, 422, notInt})
+	}
+	for _, c := range cases {
+		res := app.do(t, "GET", c.path, auth, nil)
+		if res.status != c.status || res.body != c.body {
+			t.Errorf("GET %s = %d %s\nwant %d %s", c.path, res.status, res.body, c.status, c.body)
+		}
+		if ct := res.header.Get("Content-Type"); ct != "application/json" {
+			t.Errorf("GET %s: Content-Type %q", c.path, ct)
+		}
+	}
+	// HEAD follows GET, without the body.
+	res := app.do(t, "HEAD", "/movies/?movie_id=1", auth, nil)
+	if res.status != 200 || res.body != "" {
+		t.Errorf("HEAD = %d %q", res.status, res.body)
+	}
+	app.do(t, "POST", "/movies/?movie_id=1", auth, nil).expect(t, 405, `{"detail":"Method Not Allowed"}`)
+}
+
+func TestNewMovies(t *testing.T) {
+	t.Parallel()
+	app, auth := moviesApp(t)
+	missing := func(name string) string {
+		return `{"loc":["query","` + name + `"],"msg":"field required","type":"value_error.missing"}`
+	}
+	notInt := `{"loc":["query","year"],"msg":"value is not a valid integer","type":"type_error.integer"}`
+	notFloat := `{"loc":["query","rating"],"msg":"value is not a valid float","type":"type_error.float"}`
+	cases := []struct {
+		query  string
+		status int
+		body   string
+	}{
+		{"year=2005&rating=8.8", 200, "[" + darkKnight + "," + inception + "]"},
+		{"year=2005&rating=8.81", 200, "[" + darkKnight + "]"},
+		{"year=2001&rating=8", 200, "[" + darkKnight + "," + inception + "," + amelie + "]"},
+		{"year=2011&rating=0", 200, `[]`},
+		{"year=1900&rating=9.5", 200, `[]`},
+		{"year=1994&rating=8.9", 200, `[` + shawshank + `,{"movie_id":3,"title":"The Dark Knight","released":2008,"rating":9.0},{"movie_id":7,"title":"Pulp Fiction","released":1994,"rating":8.9}]`},
+		{"year=2010&rating=-1e300", 200, "[" + inception + "]"},
+		{"year=2010&rating=1_0", 200, `[]`},
+		{"year=%202010%20&rating=%208.8", 200, "[" + inception + "]"},
+		{"", 422, `{"detail":[` + missing("year") + `,` + missing("rating") + `]}`},
+		{"rating=1", 422, `{"detail":[` + missing("year") + `]}`},
+		{"year=1", 422, `{"detail":[` + missing("rating") + `]}`},
+		{"year=x&rating=y", 422, `{"detail":[` + notInt + `,` + notFloat + `]}`},
+		{"year=2000.5&rating=", 422, `{"detail":[` + notInt + `,` + notFloat + `]}`},
+		{"year=99999999999&rating=1", 422, `{"detail":[` + notInt + `]}`},
+	}
+	for _, bad := range []string{"nan", "NaN", "inf", "-inf", "Infinity", "1e400", "0x1p3", "1,5", "abc"} {
+		cases = append(cases, struct {
+			query  string
+			status int
+			body   string
+		}{"year=2000&rating=" + bad, 422, `{"detail":[` + notFloat + `]}`})
+	}
+	for _, c := range cases {
+		res := app.do(t, "GET", "/movies/new?"+c.query, auth, nil)
+		if res.status != c.status || res.body != c.body {
+			t.Errorf("GET /movies/new?%s = %d %s\nwant %d %s", c.query, res.status, res.body, c.status, c.body)
+		}
+	}
+}
+
+func TestRatingIsWrittenWithItsDecimal(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		r    rating
+		want string
+	}{{9, "9.0"}, {9.2, "9.2"}, {0, "0.0"}, {-1.5, "-1.5"}, {8.8, "8.8"}} {
+		b, err := c.r.MarshalJSON()
+		if err != nil || string(b) != c.want {
+			t.Errorf("rating %v = %s, %v; want %s", float64(c.r), b, err, c.want)
+		}
+	}
+}
+
+// benchmarkMovies runs a request through the whole handler stack (bearer
+// check and user lookup included) against the real database.
+func benchmarkMovies(b *testing.B, target, want string) {
+	dsn := newTestDatabase(b)
+	db := openTestDB(b, dsn)
+	seedMovies(b, db)
+	createUser(b, testEnv(b, dsn), "Ada", "ada@example.com", "correct horse")
+	key := []byte(testTokenKey)
+	h := newHandler(deps{log: newLogger(io.Discard, "text"), store: &store{db: db}, keys: [][]byte{key},
+		tokenTTL: time.Hour, now: time.Now, logins: newLoginGuard(4, nil)})
+	now := time.Now()
+	auth := "Bearer " + signToken(key, tokenClaims{Sub: "ada@example.com", Name: "Ada", IssuedAt: now, ExpiresAt: now.Add(time.Hour)})
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			r := httptest.NewRequestWithContext(context.Background(), "GET", target, nil)
+			r.Header.Set("Authorization", auth)
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, r)
+			if w.Code != 200 || !strings.HasPrefix(w.Body.String(), want) {
+				b.Fatalf("%d %s", w.Code, w.Body)
+			}
+		}
+	})
+}
+
+func BenchmarkGetMovie(b *testing.B) {
+	benchmarkMovies(b, "/movies/?movie_id=1", shawshank)
+}
+
+func BenchmarkNewMovies(b *testing.B) {
+	benchmarkMovies(b, "/movies/new?year=1990&rating=9", "["+shawshank)
+}
