@@ -233,3 +233,17 @@ func FuzzParseDotenv(f *testing.F) {
 		}
 	})
 }
+
+func TestDotenvExampleLoads(t *testing.T) {
+	t.Parallel()
+	vars, err := readDotenv(".env.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if vars["MYAPI_ENV"] != "dev" {
+		t.Errorf("MYAPI_ENV = %q", vars["MYAPI_ENV"])
+	}
+	if _, err := loadConfig(mapEnv(map[string]string{"MYAPI_DOTENV": ".env.example"})); err != nil {
+		t.Errorf("the example configuration does not load: %v", err)
+	}
+}
