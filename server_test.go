@@ -201,3 +201,36 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 		}
 	}
 }
+
+// TestBusyPoolAnswers503 holds the pool's only connection: a request must
+// wait for it no longer than the query timeout, then get 503, and the
+// next request after the connection is back must succeed.
+func TestBusyPoolAnswers503(t *testing.T) {
+	t.Parallel()
+	dsn := newTestDatabase(t)
+	createUser(t, testEnv(t, dsn), "Ada", "ada@example.com", "correct horse")
+	db, err := openDB(t.Context(), dsn, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	key := []byte(testTokenKey)
+	srv := httptest.NewServer(newHandler(deps{log: newLogger(io.Discard, "text"), store: &store{db: db},
+		keys: [][]byte{key}, tokenTTL: time.Hour, now: time.Now, logins: newLoginGuard(4, nil)}))
+	defer srv.Close()
+	app := &testApp{url: srv.URL, client: srv.Client()}
+	now := time.Now()
+	auth := bearer(signToken(key, tokenClaims{Sub: "ada@example.com", IssuedAt: now, ExpiresAt: now.Add(time.Hour)}))
+
+	conn, err := db.Conn(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	app.do(t, "GET", "/movies/?movie_id=1", auth, nil).expect(t, 503, `{"detail":"Service unavailable"}`)
+	if d := time.Since(start); d < queryTimeout/2 || d > 2*queryTimeout {
+		t.Errorf("answered after %v, want about the query timeout, %v", d, queryTimeout)
+	}
+	conn.Close()
+	app.do(t, "GET", "/movies/?movie_id=1", auth, nil).expect(t, 404, `{"detail":"Movie not found"}`)
+}
