@@ -59,7 +59,7 @@ func handleToken(log *slog.Logger, s *store, guard *loginGuard, key []byte, ttl 
 			return
 		}
 
-		client, account := guard.clientKey(r), strings.ToLower(form.Username)
+		client, account := guard.clientKey(r), accountKey(form.Username)
 		if wait := guard.blocked(client, account, now()); wait > 0 {
 			w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds()+0.999)))
 			errorResponse(w, http.StatusTooManyRequests, "Too many failed login attempts, try again later")
@@ -137,6 +137,18 @@ func (f loginForm) validate() []fieldError {
 		problems = append(problems, notMatching("body", "grant_type", "password"))
 	}
 	return problems
+}
+
+// accountKey is what the throttle counts an account's failures under: the
+// email folded to lower case, so that case variants count together, and
+// cut to the longest an email can be (RFC 5321), so that the throttle's
+// memory stays bounded whatever a client sends as a username.
+func accountKey(username string) string {
+	const maxEmailBytes = 254
+	if len(username) > maxEmailBytes {
+		username = username[:maxEmailBytes]
+	}
+	return strings.ToLower(username)
 }
 
 // errBadCredentials is an unknown email or a wrong password: the two are

@@ -481,3 +481,13 @@ func TestKeyRotation(t *testing.T) {
 		t.Error("a new token verifies with a previous key: previous keys must never sign")
 	}
 }
+
+func TestAccountKeyIsBounded(t *testing.T) {
+	t.Parallel()
+	if got := accountKey("Ada@Example.COM"); got != "ada@example.com" {
+		t.Errorf("accountKey folds case to %q", got)
+	}
+	if got := accountKey(strings.Repeat("a", maxBodyBytes)); len(got) > 254 {
+		t.Errorf("a %d-byte username takes %d bytes of throttle memory", maxBodyBytes, len(got))
+	}
+}
