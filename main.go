@@ -13,7 +13,9 @@
 // config.go (environment and .env), localdb.go (the local dev PostgreSQL),
 // store.go and schema.sql (the database), server.go (routes and
 // middleware), errors.go (error responses), token.go (HS256 JWT), auth.go
-// (login, bearer auth, create-user), movies.go (the movies routes).
+// (login, bearer auth, create-user), throttle.go (the login throttle),
+// movies.go (the movies routes), openapi.go with openapi.json and docs.html
+// (the API's documentation).
 package main
 
 import (
