@@ -27,7 +27,6 @@ var openapiJSON []byte
 //go:embed docs.html
 var docsHTML string
 
-
 // docsBaseURL is the server the page's curl commands talk to: the default
 // MYAPI_ADDR.
 const docsBaseURL = "http://127.0.0.1:8000"
