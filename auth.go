@@ -165,7 +165,7 @@ func authenticate(ctx context.Context, s *store, guard *loginGuard, email, passw
 	u, err := s.userByEmail(ctx, email)
 	var hash []byte
 	switch {
-	case errors.Is(err, errNotFound):
+	case errors.Is(err, errNotFound), errors.Is(err, errNotText):
 	case err != nil:
 		return user{}, err
 	default:
@@ -209,7 +209,7 @@ func requireUser(log *slog.Logger, s *store, keys [][]byte, now func() time.Time
 			return
 		}
 		u, err := s.userByEmail(r.Context(), claims.Sub)
-		if errors.Is(err, errNotFound) {
+		if errors.Is(err, errNotFound) || errors.Is(err, errNotText) {
 			unauthorized(w, `Bearer error="invalid_token"`, "Invalid credentials")
 			return
 		}
@@ -284,6 +284,8 @@ func validateNewUser(name, email, password string) error {
 	var problems []string
 	if strings.TrimSpace(name) == "" {
 		problems = append(problems, "-name is required")
+	} else if !isText(name) {
+		problems = append(problems, "-name must be UTF-8 text without NUL bytes")
 	}
 	if a, err := mail.ParseAddress(email); err != nil || a.Name != "" || a.Address != email {
 		problems = append(problems, fmt.Sprintf("-email %q is not an email address", email))

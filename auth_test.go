@@ -491,3 +491,19 @@ func TestAccountKeyIsBounded(t *testing.T) {
 		t.Errorf("a %d-byte username takes %d bytes of throttle memory", maxBodyBytes, len(got))
 	}
 }
+
+// A username PostgreSQL cannot hold as text is a failed login, not an
+// outage.
+func TestLoginWithBinaryUsername(t *testing.T) {
+	t.Parallel()
+	app := startApp(t, testEnv(t, newTestDatabase(t)))
+	for _, name := range []string{"a%00b@example.com", "%ff%fe@example.com"} {
+		res := app.do(t, "POST", "/token", formHeader, strings.NewReader("username="+name+"&password=whatever1"))
+		res.expect(t, 401, `{"detail":"Incorrect username or password"}`)
+	}
+	err := run(context.Background(), []string{"create-user", "-name", "A\x00B", "-email", "a@example.com", "-password", "correct horse"},
+		testEnv(t, newTestDatabase(t)), nil, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "-name must be UTF-8 text") {
+		t.Errorf("create-user with a NUL in the name: %v", err)
+	}
+}

@@ -6,7 +6,9 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
@@ -148,8 +150,18 @@ const uniqueViolation = "23505"
 // errDuplicate is returned when a unique constraint refuses a row.
 var errDuplicate = errors.New("duplicate")
 
+// errNotText is returned for a string PostgreSQL cannot store as text:
+// invalid UTF-8, or a NUL byte. It is the client's mistake, not an outage.
+var errNotText = errors.New("not UTF-8 text")
+
+// isText reports whether s can be a PostgreSQL text value.
+func isText(s string) bool { return utf8.ValidString(s) && !strings.ContainsRune(s, 0) }
+
 // userByEmail returns the user with this email, or errNotFound.
 func (s *store) userByEmail(ctx context.Context, email string) (user, error) {
+	if !isText(email) {
+		return user{}, errNotText
+	}
 	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
 	defer cancel()
 	var u user
