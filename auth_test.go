@@ -166,6 +166,14 @@ func TestLoginBodyLimit(t *testing.T) {
 	app := startApp(t, testEnv(t, newTestDatabase(t)))
 	body := "username=a&password=" + strings.Repeat("x", maxBodyBytes)
 	app.do(t, "POST", "/token", formHeader, strings.NewReader(body)).expect(t, 413, `{"detail":"Request body too large"}`)
+
+	var buf bytes.Buffer
+	mw := multipart.NewWriter(&buf)
+	mw.WriteField("username", "a")
+	mw.WriteField("password", strings.Repeat("x", maxBodyBytes))
+	mw.Close()
+	app.do(t, "POST", "/token", http.Header{"Content-Type": {mw.FormDataContentType()}}, &buf).
+		expect(t, 413, `{"detail":"Request body too large"}`)
 }
 
 func TestLoginThrottle(t *testing.T) {
