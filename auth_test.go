@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"net/url"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -204,7 +205,7 @@ func TestLoginThrottle(t *testing.T) {
 
 func TestLoginThrottlePerClient(t *testing.T) {
 	t.Parallel()
-	g := newLoginGuard(4, nil)
+	g := newLoginGuard(4, nil, 1)
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	for i := range maxClientFailures {
 		g.fail("192.0.2.1", fmt.Sprintf("user%d@example.com", i), now)
@@ -222,7 +223,7 @@ func TestLoginThrottlePerClient(t *testing.T) {
 
 func TestLoginGuardMemoryIsBounded(t *testing.T) {
 	t.Parallel()
-	g := newLoginGuard(4, nil)
+	g := newLoginGuard(4, nil, 1)
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	client := func(i int) string { return fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255) }
 	for i := range maxTracked + 10 {
@@ -239,6 +240,37 @@ func TestLoginGuardMemoryIsBounded(t *testing.T) {
 	}
 	if n := len(g.failures); n != fresh+1 {
 		t.Errorf("%d entries after the window, want the %d live ones", n, fresh+1)
+	}
+}
+
+// TestShareCores checks the Ps shareCores gives the runtime: one per core
+// plus one per bcrypt slot, the same on every call, and an operator's
+// GOMAXPROCS left alone. Tests that start the app call it too, and set the
+// same value.
+func TestShareCores(t *testing.T) {
+	runtime.SetDefaultGOMAXPROCS()
+	cores := runtime.GOMAXPROCS(0)
+	noEnv := func(string) string { return "" }
+	for range 2 {
+		slots := shareCores(noEnv)
+		if want := max(1, cores/2); slots != want {
+			t.Errorf("%d cores: %d bcrypt slots, want %d", cores, slots, want)
+		}
+		if got := runtime.GOMAXPROCS(0); got != cores+slots {
+			t.Errorf("GOMAXPROCS = %d, want %d cores + %d slots", got, cores, slots)
+		}
+	}
+
+	t.Cleanup(func() { shareCores(noEnv) })
+	runtime.GOMAXPROCS(4)
+	set := func(k string) string {
+		if k == "GOMAXPROCS" {
+			return "4"
+		}
+		return ""
+	}
+	if slots := shareCores(set); slots != 2 || runtime.GOMAXPROCS(0) != 4 {
+		t.Errorf("GOMAXPROCS=4: %d slots and GOMAXPROCS %d, want 2 and 4", slots, runtime.GOMAXPROCS(0))
 	}
 }
 
@@ -273,7 +305,7 @@ func newTestHandler(t testing.TB, dsn string, now func() time.Time) *httptest.Se
 	srv := httptest.NewServer(newHandler(deps{
 		log: newLogger(io.Discard, "text"), store: &store{db: openTestDB(t, dsn)},
 		keys: [][]byte{[]byte(testTokenKey)}, tokenTTL: time.Hour, now: now,
-		logins: newLoginGuard(4, nil),
+		logins: newLoginGuard(4, nil, 1),
 	}))
 	t.Cleanup(srv.Close)
 	return srv
@@ -372,7 +404,7 @@ func TestBearerAnswers503WhenTheDatabaseFails(t *testing.T) {
 	db := openTestDB(t, dsn)
 	key := []byte(testTokenKey)
 	h := newHandler(deps{log: newLogger(io.Discard, "text"), store: &store{db: db}, keys: [][]byte{key},
-		tokenTTL: time.Hour, now: time.Now, logins: newLoginGuard(4, nil)})
+		tokenTTL: time.Hour, now: time.Now, logins: newLoginGuard(4, nil, 1)})
 	db.Close() // every query now fails
 	now := time.Now()
 	r := httptest.NewRequest("GET", "/movies/?movie_id=1", nil)
@@ -381,6 +413,45 @@ func TestBearerAnswers503WhenTheDatabaseFails(t *testing.T) {
 	h.ServeHTTP(w, r)
 	if w.Code != 503 || w.Body.String() != `{"detail":"Service unavailable"}` {
 		t.Errorf("got %d %s, want 503", w.Code, w.Body)
+	}
+}
+
+// TestFullBcryptQueueAnswers503 fills the only bcrypt slot: a login then
+// waits bcryptWait for it and is answered 503 with Retry-After, not 401,
+// and does not count as a failure. Once the slot is free it logs in.
+func TestFullBcryptQueueAnswers503(t *testing.T) {
+	t.Parallel()
+	dsn := newTestDatabase(t)
+	createUser(t, testEnv(t, dsn), "Ada", "ada@example.com", "correct horse")
+	guard := newLoginGuard(4, nil, 1)
+	h := newHandler(deps{log: newLogger(io.Discard, "text"), store: &store{db: openTestDB(t, dsn)},
+		keys: [][]byte{[]byte(testTokenKey)}, tokenTTL: time.Hour, now: time.Now, logins: guard})
+	login := func() *httptest.ResponseRecorder {
+		r := httptest.NewRequest("POST", "/token", strings.NewReader("username=ada%40example.com&password=correct+horse"))
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		return w
+	}
+
+	guard.slots <- struct{}{} // a comparison that never ends
+	start := time.Now()
+	w := login()
+	if w.Code != 503 || w.Body.String() != `{"detail":"Service unavailable"}` || w.Header().Get("Retry-After") != "1" {
+		t.Fatalf("queue full: got %d %s Retry-After %q, want 503 with Retry-After 1", w.Code, w.Body, w.Header().Get("Retry-After"))
+	}
+	if waited := time.Since(start); waited < bcryptWait {
+		t.Errorf("answered 503 after %v, before bcryptWait (%v)", waited, bcryptWait)
+	}
+	guard.mu.Lock()
+	if n := len(guard.failures); n != 0 {
+		t.Errorf("a busy answer counted as a failure: %d entries", n)
+	}
+	guard.mu.Unlock()
+
+	<-guard.slots
+	if w := login(); w.Code != 200 {
+		t.Errorf("slot free again: got %d %s, want 200", w.Code, w.Body)
 	}
 }
 
@@ -449,7 +520,7 @@ func BenchmarkLoginTiming(b *testing.B) {
 	env := testEnv(b, dsn, "MYAPI_BCRYPT_COST", "12")
 	createUser(b, env, "Ada", "ada@example.com", "correct horse")
 	s := &store{db: openTestDB(b, dsn)}
-	guard := newLoginGuard(12, nil)
+	guard := newLoginGuard(12, nil, 1)
 	for _, c := range []struct{ name, email string }{{"wrong-password", "ada@example.com"}, {"unknown-email", "nobody@example.com"}} {
 		b.Run(c.name, func(b *testing.B) {
 			for b.Loop() {

@@ -153,7 +153,7 @@ func benchmarkMovies(b *testing.B, target, want string) {
 	createUser(b, testEnv(b, dsn), "Ada", "ada@example.com", "correct horse")
 	key := []byte(testTokenKey)
 	h := newHandler(deps{log: newLogger(io.Discard, "text"), store: &store{db: db}, keys: [][]byte{key},
-		tokenTTL: time.Hour, now: time.Now, logins: newLoginGuard(4, nil)})
+		tokenTTL: time.Hour, now: time.Now, logins: newLoginGuard(4, nil, 1)})
 	now := time.Now()
 	auth := "Bearer " + signToken(key, tokenClaims{Sub: "ada@example.com", Name: "Ada", IssuedAt: now, ExpiresAt: now.Add(time.Hour)})
 	b.ReportAllocs()

@@ -216,7 +216,7 @@ func TestBusyPoolAnswers503(t *testing.T) {
 	defer db.Close()
 	key := []byte(testTokenKey)
 	srv := httptest.NewServer(newHandler(deps{log: newLogger(io.Discard, "text"), store: &store{db: db},
-		keys: [][]byte{key}, tokenTTL: time.Hour, now: time.Now, logins: newLoginGuard(4, nil)}))
+		keys: [][]byte{key}, tokenTTL: time.Hour, now: time.Now, logins: newLoginGuard(4, nil, 1)}))
 	defer srv.Close()
 	app := &testApp{url: srv.URL, client: srv.Client()}
 	now := time.Now()

@@ -33,6 +33,27 @@ const bcryptWait = 3 * time.Second
 
 var errBusy = errors.New("too many logins in progress")
 
+// shareCores returns how many bcrypt comparisons may run at once: half the
+// cores, at least one, so that logins never take every core. Unless the
+// operator set GOMAXPROCS, it also gives the runtime one more P per slot. A
+// comparison holds its P for the quarter second it computes: with one P
+// per core, a login storm leaves the cheap requests fewer Ps than cores and
+// their p99 more than doubles; with the extra Ps they keep one per core,
+// and the kernel shares the cores between them and bcrypt (README,
+// "Performance"). It starts from the runtime's default, the CPUs this
+// process may use, container limits included, so calling it again, as the
+// tests do, sets the same value. It is called once per serve.
+func shareCores(getenv func(string) string) (bcryptSlots int) {
+	if getenv("GOMAXPROCS") != "" {
+		return max(1, runtime.GOMAXPROCS(0)/2)
+	}
+	runtime.SetDefaultGOMAXPROCS()
+	cores := runtime.GOMAXPROCS(0)
+	bcryptSlots = max(1, cores/2)
+	runtime.GOMAXPROCS(cores + bcryptSlots)
+	return bcryptSlots
+}
+
 // loginGuard throttles failed logins and bounds how many bcrypt
 // comparisons run at once. The zero value is not usable; see newLoginGuard.
 type loginGuard struct {
@@ -50,15 +71,16 @@ type failureCount struct {
 }
 
 // newLoginGuard prepares the dummy hash at cost, so that a login for an
-// unknown email costs what a wrong password costs.
-func newLoginGuard(cost int, trusted []netip.Prefix) *loginGuard {
+// unknown email costs what a wrong password costs, and lets bcryptSlots
+// comparisons run at once.
+func newLoginGuard(cost int, trusted []netip.Prefix, bcryptSlots int) *loginGuard {
 	dummy, err := bcrypt.GenerateFromPassword([]byte(rand.Text()), cost)
 	if err != nil {
 		panic("bcrypt: " + err.Error()) // only for a cost out of range, which config rules out
 	}
 	return &loginGuard{
 		failures:  make(map[string]*failureCount),
-		slots:     make(chan struct{}, max(1, runtime.NumCPU()/2)),
+		slots:     make(chan struct{}, max(1, bcryptSlots)),
 		dummyHash: dummy,
 		trusted:   trusted,
 	}
