@@ -11,6 +11,7 @@ import (
 	"mime"
 	"net/http"
 	"net/mail"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -98,22 +99,26 @@ func handleToken(log *slog.Logger, s *store, guard *loginGuard, key []byte, ttl 
 func readLoginForm(w http.ResponseWriter, r *http.Request) (loginForm, error) {
 	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
 	mediaType, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	var err error
+	var form url.Values
 	switch mediaType {
 	case "application/x-www-form-urlencoded":
-		err = r.ParseForm()
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			return loginForm{}, err
+		}
+		form = parseQuery(string(body))
 	case "multipart/form-data":
-		err = r.ParseMultipartForm(maxBodyBytes)
+		if err := r.ParseMultipartForm(maxBodyBytes); err != nil {
+			return loginForm{}, err
+		}
+		form = r.MultipartForm.Value
 	default:
 		return loginForm{}, nil
 	}
-	if err != nil {
-		return loginForm{}, err
-	}
 	// A repeated field counts by its last value, as in the original. Only
-	// the body counts: PostForm leaves the query string out.
+	// the body counts, never the query string.
 	last := func(name string) string {
-		v := r.PostForm[name]
+		v := form[name]
 		if len(v) == 0 {
 			return ""
 		}

@@ -94,6 +94,26 @@ func TestLoginAndProtectedRoute(t *testing.T) {
 	}
 }
 
+// TestLoginFormIsReadLikeTheOriginal sends forms that url.ParseQuery would
+// refuse whole: a "%" that starts no escape stays as written, as in the
+// original, and a stray field does not hide the others.
+func TestLoginFormIsReadLikeTheOriginal(t *testing.T) {
+	t.Parallel()
+	env := testEnv(t, newTestDatabase(t))
+	createUser(t, env, "Ada", "ada@example.com", "50% off, 100%real")
+	app := startApp(t, env)
+	for _, body := range []string{
+		"username=ada%40example.com&password=50%25+off,+100%25real",
+		"username=ada%40example.com&password=50%+off,+100%real",
+		"username=ada%40example.com&password=50%25%20off%2C%20100%real&scope=50%&&flag",
+		"password=wrong&username=ada%40example.com&password=50%25+off,+100%25real", // the last value counts
+	} {
+		if res := app.do(t, "POST", "/token", formHeader, strings.NewReader(body)); res.status != 200 {
+			t.Errorf("%s: %d %s, want 200", body, res.status, res.body)
+		}
+	}
+}
+
 func TestLoginFailuresLookTheSame(t *testing.T) {
 	t.Parallel()
 	env := testEnv(t, newTestDatabase(t))

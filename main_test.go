@@ -278,6 +278,11 @@ func TestServeOperationalRoutes(t *testing.T) {
 		{"GET", "/movies/new/?year=1&rating=2", 307, ``, map[string]string{"Location": "/movies/new?year=1&rating=2"}},
 		{"POST", "/token/", 307, ``, map[string]string{"Location": "/token"}},
 		{"GET", "/healthz/", 307, ``, map[string]string{"Location": "/healthz"}},
+		// ServeMux would redirect these to the clean path; the original has no route.
+		{"GET", "/movies//?movie_id=1", 404, `{"detail":"Not Found"}`, map[string]string{"Content-Type": "application/json"}},
+		{"GET", "//healthz", 404, `{"detail":"Not Found"}`, nil},
+		{"GET", "/token/../healthz", 404, `{"detail":"Not Found"}`, nil},
+		{"GET", "/./healthz", 404, `{"detail":"Not Found"}`, nil},
 	}
 	for _, c := range cases {
 		res := app.do(t, c.method, c.path, nil, nil)

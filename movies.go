@@ -10,6 +10,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Movie is a row of myapi.movies, in the original's JSON shape.
@@ -31,7 +33,7 @@ func (r rating) MarshalJSON() ([]byte, error) {
 // handleGetMovie is GET /movies/?movie_id=N.
 func handleGetMovie(log *slog.Logger, s *store) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		q := r.URL.Query()
+		q := parseQuery(r.URL.RawQuery)
 		var problems []fieldError
 		id := queryInt(q, "movie_id", &problems)
 		if problems != nil {
@@ -54,7 +56,7 @@ func handleGetMovie(log *slog.Logger, s *store) http.Handler {
 // in or after Y and rated R or more, by movie_id.
 func handleNewMovies(log *slog.Logger, s *store) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		q := r.URL.Query()
+		q := parseQuery(r.URL.RawQuery)
 		var problems []fieldError
 		year := queryInt(q, "year", &problems)
 		minRating := queryFloat(q, "rating", &problems)
@@ -117,10 +119,11 @@ func queryFloat(q url.Values, name string, problems *[]fieldError) float64 {
 
 // pythonNumber brings a number written the way the original's parser
 // (Python's int() and float()) accepts it to Go's syntax: surrounding
-// space is dropped, and underscores between digits ("1_000") are removed.
-// Anything else is returned as it is, for strconv to refuse.
+// space is dropped, digits of other scripts ("１", "١") become ASCII, and
+// underscores between digits ("1_000") are removed. Anything else is
+// returned as it is, for strconv to refuse.
 func pythonNumber(s string) string {
-	s = strings.TrimSpace(s)
+	s = strings.Map(asciiDigit, strings.TrimSpace(s))
 	if !strings.Contains(s, "_") {
 		return s
 	}
@@ -136,6 +139,27 @@ func pythonNumber(s string) string {
 		out = append(out, c)
 	}
 	return string(out)
+}
+
+// asciiDigit maps a decimal digit of any script (Unicode category Nd, the
+// digits Python's int() reads) to its ASCII digit, and leaves other runes
+// alone. Unicode lays each script's digits out as runs of ten starting at
+// zero, and unicode.Nd's ranges each start at a zero.
+func asciiDigit(r rune) rune {
+	if r < utf8.RuneSelf || !unicode.IsDigit(r) {
+		return r
+	}
+	for _, rg := range unicode.Nd.R16 {
+		if rune(rg.Lo) <= r && r <= rune(rg.Hi) {
+			return '0' + (r-rune(rg.Lo))%10
+		}
+	}
+	for _, rg := range unicode.Nd.R32 {
+		if rune(rg.Lo) <= r && r <= rune(rg.Hi) {
+			return '0' + (r-rune(rg.Lo))%10
+		}
+	}
+	return r
 }
 
 // movie returns the movie with id, or errNotFound.

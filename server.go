@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
+	"net/url"
+	"path"
 	"runtime/debug"
 	"strings"
 	"time"
@@ -39,7 +41,7 @@ func newHandler(d deps) http.Handler {
 	mux.Handle("GET /docs", handleDocs())
 	mux.Handle("/", handleNoRoute(mux))
 
-	return withMiddleware(d.log, mux)
+	return withMiddleware(d.log, cleanPathsOnly(mux))
 }
 
 // withMiddleware wraps h in what every request goes through.
@@ -126,6 +128,82 @@ func allowedMethods(mux *http.ServeMux, r *http.Request, path string) []string {
 }
 
 // secureHeaders sets the headers every response carries.
+// cleanPathsOnly answers 404 for a path that "//", "/./" or "/../" would
+// make another: ServeMux would redirect it to the clean path with an HTML
+// body, where the original finds no route.
+func cleanPathsOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := r.URL.Path
+		clean := path.Clean(p)
+		if strings.HasSuffix(p, "/") && clean != "/" {
+			clean += "/"
+		}
+		if strings.HasPrefix(p, "/") && clean != p {
+			errorResponse(w, http.StatusNotFound, "Not Found")
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// parseQuery reads a query string or a urlencoded form the way the
+// original's parsers (Python's parse_qsl and unquote_plus) do, where
+// url.ParseQuery is stricter: pairs are split on "&" only, a pair without
+// "=" is a name with an empty value, and an escape that is not "%" and two
+// hex digits stays as written ("50%" is 50%) instead of dropping the pair,
+// or, for a form, the whole body. The input is bounded by the header and
+// body limits, and so is the result.
+func parseQuery(raw string) url.Values {
+	v := url.Values{}
+	for raw != "" {
+		var pair string
+		pair, raw, _ = strings.Cut(raw, "&")
+		if pair == "" {
+			continue
+		}
+		name, value, _ := strings.Cut(pair, "=")
+		name = unescape(name)
+		v[name] = append(v[name], unescape(value))
+	}
+	return v
+}
+
+// unescape decodes "+" to a space and each "%" with two hex digits to its
+// byte, leaving any other "%" as it is.
+func unescape(s string) string {
+	if !strings.ContainsAny(s, "+%") {
+		return s
+	}
+	b := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '+':
+			b = append(b, ' ')
+		case c == '%' && i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]):
+			b = append(b, unhex(s[i+1])<<4|unhex(s[i+2]))
+			i += 2
+		default:
+			b = append(b, c)
+		}
+	}
+	return string(b)
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case c <= '9':
+		return c - '0'
+	case c <= 'F':
+		return c - 'A' + 10
+	default:
+		return c - 'a' + 10
+	}
+}
+
 func secureHeaders(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Content-Type-Options", "nosniff")

@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -233,4 +235,25 @@ func TestBusyPoolAnswers503(t *testing.T) {
 	}
 	conn.Close()
 	app.do(t, "GET", "/movies/?movie_id=1", auth, nil).expect(t, 404, `{"detail":"Movie not found"}`)
+}
+
+// FuzzParseQuery checks parseQuery against url.ParseQuery wherever the
+// latter accepts the input: the two differ only on what it refuses.
+func FuzzParseQuery(f *testing.F) {
+	for _, seed := range []string{
+		"", "a=1", "a=1&b=2&a=3", "a", "a=", "=1", "&&", "a+b=c+d", "a=%41%42", "a=%4", "a=%zz",
+		"a=1;b=2", "a=%E2%82%AC", "a=%ff%FE", "%=%", "a=b=c", "a=100%", "x=1&&y=%2",
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		got := parseQuery(raw)
+		want, err := url.ParseQuery(raw)
+		if err != nil {
+			return
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("parseQuery(%q) = %v, url.ParseQuery says %v", raw, got, want)
+		}
+	})
 }
