@@ -213,7 +213,12 @@ func requireUser(log *slog.Logger, s *store, keys [][]byte, now func() time.Time
 			unauthorized(w, `Bearer error="invalid_token"`, "Invalid credentials")
 			return
 		}
-		u, err := s.userByEmail(r.Context(), claims.Sub)
+		// One budget for all of the request's queries, this lookup and the
+		// handler's own, so that it is answered, 503 at worst, within
+		// queryTimeout, however many queries it makes.
+		ctx, cancel := context.WithTimeout(r.Context(), queryTimeout)
+		defer cancel()
+		u, err := s.userByEmail(ctx, claims.Sub)
 		if errors.Is(err, errNotFound) || errors.Is(err, errNotText) {
 			unauthorized(w, `Bearer error="invalid_token"`, "Invalid credentials")
 			return
@@ -226,7 +231,7 @@ func requireUser(log *slog.Logger, s *store, keys [][]byte, now func() time.Time
 			info.user = u.Email
 		}
 		u.HashedPassword = "" // nothing downstream needs it
-		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), userKey{}, u)))
+		h.ServeHTTP(w, r.WithContext(context.WithValue(ctx, userKey{}, u)))
 	})
 }
 
