@@ -61,7 +61,7 @@ func handleToken(log *slog.Logger, s *store, guard *loginGuard, key []byte, ttl 
 		}
 
 		client, account := guard.clientKey(r), accountKey(form.Username)
-		if wait := guard.blocked(client, account, now()); wait > 0 {
+		if wait := guard.attempt(client, account, now()); wait > 0 {
 			w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds()+0.999)))
 			errorResponse(w, http.StatusTooManyRequests, "Too many failed login attempts, try again later")
 			return
@@ -70,20 +70,21 @@ func handleToken(log *slog.Logger, s *store, guard *loginGuard, key []byte, ttl 
 		u, err := authenticate(r.Context(), s, guard, form.Username, form.Password)
 		switch {
 		case errors.Is(err, errBadCredentials):
-			guard.fail(client, account, now())
 			log.LogAttrs(r.Context(), slog.LevelInfo, "login failed")
 			w.Header().Set("WWW-Authenticate", "Bearer")
 			errorResponse(w, http.StatusUnauthorized, "Incorrect username or password")
 			return
 		case errors.Is(err, errBusy):
+			guard.release(client, account)
 			w.Header().Set("Retry-After", "1")
 			errorResponse(w, http.StatusServiceUnavailable, "Service unavailable")
 			return
 		case err != nil:
+			guard.release(client, account)
 			serviceUnavailable(w, r, log, err)
 			return
 		}
-		guard.succeed(account)
+		guard.succeed(client, account)
 
 		t := now()
 		token := signToken(key, tokenClaims{Sub: u.Email, Name: u.Name, IssuedAt: t, ExpiresAt: t.Add(ttl)})
@@ -113,7 +114,9 @@ func readLoginForm(w http.ResponseWriter, r *http.Request) (loginForm, error) {
 		}
 		form = r.MultipartForm.Value
 	default:
-		return loginForm{}, nil
+		// Read it anyway, so that an oversized body is 413 whatever its type.
+		_, err := io.Copy(io.Discard, r.Body)
+		return loginForm{}, err
 	}
 	// A repeated field counts by its last value, as in the original. Only
 	// the body counts, never the query string.

@@ -195,6 +195,11 @@ func TestLoginBodyLimit(t *testing.T) {
 	mw.Close()
 	app.do(t, "POST", "/token", http.Header{"Content-Type": {mw.FormDataContentType()}}, &buf).
 		expect(t, 413, `{"detail":"Request body too large"}`)
+
+	// Not a form at all, and too large: still 413, not 422.
+	json := `{"username":"` + strings.Repeat("x", maxBodyBytes) + `"}`
+	app.do(t, "POST", "/token", http.Header{"Content-Type": {"application/json"}}, strings.NewReader(json)).
+		expect(t, 413, `{"detail":"Request body too large"}`)
 }
 
 func TestLoginThrottle(t *testing.T) {
@@ -223,12 +228,84 @@ func TestLoginThrottle(t *testing.T) {
 	}
 }
 
+// TestConcurrentGuessesAreCounted sends a burst of wrong passwords for one
+// account at once: no more of them may reach bcrypt than the limit allows,
+// however many pass the check before the first is judged.
+func TestConcurrentGuessesAreCounted(t *testing.T) {
+	t.Parallel()
+	env := testEnv(t, newTestDatabase(t))
+	createUser(t, env, "Ada", "ada@example.com", "correct horse")
+	app := startApp(t, env)
+
+	const burst = 3 * maxAccountFailures
+	statuses := make(chan int, burst)
+	var wg sync.WaitGroup
+	for i := range burst {
+		wg.Go(func() { statuses <- app.login(t, "ada@example.com", "guess"+strconv.Itoa(i)).status })
+	}
+	wg.Wait()
+	close(statuses)
+	counts := map[int]int{}
+	for s := range statuses {
+		counts[s]++
+	}
+	if counts[401] != maxAccountFailures || counts[429] != burst-maxAccountFailures {
+		t.Errorf("statuses %v, want %d × 401 and the rest 429", counts, maxAccountFailures)
+	}
+}
+
+// TestThrottleAttemptCountsAtOnce is the same at the guard: attempts count
+// when they start, and only a success or a release gives one back.
+func TestThrottleAttemptCountsAtOnce(t *testing.T) {
+	t.Parallel()
+	g := newLoginGuard(4, nil, 1)
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	started := 0
+	for i := range 2 * maxAccountFailures {
+		if g.attempt(fmt.Sprintf("192.0.2.%d", i), "ada@example.com", now) == 0 {
+			started++
+		}
+	}
+	if started != maxAccountFailures {
+		t.Errorf("%d attempts started before any ended, want %d", started, maxAccountFailures)
+	}
+	g.release("192.0.2.0", "ada@example.com")
+	if wait := g.attempt("192.0.2.0", "ada@example.com", now); wait != 0 {
+		t.Errorf("after a release the account still waits %v", wait)
+	}
+	g.succeed("192.0.2.0", "ada@example.com")
+	if wait := g.blocked("192.0.2.0", "ada@example.com", now); wait != 0 {
+		t.Errorf("after a success the account still waits %v", wait)
+	}
+}
+
+// TestFillingTheThrottleDoesNotLiftABlock blocks an account, then sprays
+// single failures from many more addresses than the table holds: the
+// block must survive the evictions.
+func TestFillingTheThrottleDoesNotLiftABlock(t *testing.T) {
+	t.Parallel()
+	g := newLoginGuard(4, nil, 1)
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	for i := range maxAccountFailures {
+		g.attempt(fmt.Sprintf("192.0.2.%d", i), "victim@example.com", now)
+	}
+	for i := range 2 * maxTracked {
+		g.attempt(fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255), fmt.Sprintf("u%d@example.com", i), now.Add(time.Minute))
+	}
+	if n := len(g.failures); n > maxTracked {
+		t.Errorf("tracking %d entries, limit %d", n, maxTracked)
+	}
+	if wait := g.blocked("198.51.100.1", "victim@example.com", now.Add(time.Minute)); wait == 0 {
+		t.Error("the spray lifted the account's block")
+	}
+}
+
 func TestLoginThrottlePerClient(t *testing.T) {
 	t.Parallel()
 	g := newLoginGuard(4, nil, 1)
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	for i := range maxClientFailures {
-		g.fail("192.0.2.1", fmt.Sprintf("user%d@example.com", i), now)
+		g.attempt("192.0.2.1", fmt.Sprintf("user%d@example.com", i), now)
 	}
 	if wait := g.blocked("192.0.2.1", "new@example.com", now); wait != failureWindow {
 		t.Errorf("client after %d failures waits %v, want %v", maxClientFailures, wait, failureWindow)
@@ -246,8 +323,9 @@ func TestLoginGuardMemoryIsBounded(t *testing.T) {
 	g := newLoginGuard(4, nil, 1)
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	client := func(i int) string { return fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255) }
-	for i := range maxTracked + 10 {
-		g.fail(client(i), "same@example.com", now)
+	account := func(i int) string { return fmt.Sprintf("user%d@example.com", i) }
+	for i := range maxTracked {
+		g.attempt(client(i), account(i), now) // two entries each
 		if n := len(g.failures); n > maxTracked {
 			t.Fatalf("tracking %d entries, limit %d", n, maxTracked)
 		}
@@ -255,11 +333,11 @@ func TestLoginGuardMemoryIsBounded(t *testing.T) {
 	// Once the window has passed, expired entries go before live ones.
 	later := now.Add(failureWindow + time.Second)
 	const fresh = maxTracked / 5
-	for i := range fresh {
-		g.fail(client(maxTracked+i), "other@example.com", later)
+	for i := range fresh / 2 {
+		g.attempt(client(maxTracked+i), account(maxTracked+i), later)
 	}
-	if n := len(g.failures); n != fresh+1 {
-		t.Errorf("%d entries after the window, want the %d live ones", n, fresh+1)
+	if n := len(g.failures); n != fresh {
+		t.Errorf("%d entries after the window, want the %d live ones", n, fresh)
 	}
 }
 

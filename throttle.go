@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/netip"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -90,22 +91,42 @@ func newLoginGuard(cost int, trusted []netip.Prefix, bcryptSlots int) *loginGuar
 func (g *loginGuard) blocked(client, account string, now time.Time) time.Duration {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	wait := g.waitLocked("c:"+client, maxClientFailures, now)
-	return max(wait, g.waitLocked("a:"+account, maxAccountFailures, now))
+	return g.blockedLocked(client, account, now)
 }
 
-func (g *loginGuard) waitLocked(key string, limit int, now time.Time) time.Duration {
+func (g *loginGuard) blockedLocked(client, account string, now time.Time) time.Duration {
+	wait := g.waitLocked("c:"+client, now)
+	return max(wait, g.waitLocked("a:"+account, now))
+}
+
+func (g *loginGuard) waitLocked(key string, now time.Time) time.Duration {
 	f := g.failures[key]
-	if f == nil || f.n < limit || !now.Before(f.reset) {
+	if f == nil || f.n < limit(key) || !now.Before(f.reset) {
 		return 0
 	}
 	return f.reset.Sub(now)
 }
 
-// fail counts a failed login.
-func (g *loginGuard) fail(client, account string, now time.Time) {
+// limit is the number of failures a key may have within the window.
+func limit(key string) int {
+	if strings.HasPrefix(key, "c:") {
+		return maxClientFailures
+	}
+	return maxAccountFailures
+}
+
+// attempt starts a login: it returns how long the client or the account
+// must wait, or, when neither is blocked, zero, having counted the attempt
+// as a failure already. Counting before the password check, in the same
+// locked step as the limit check, is what stops a burst of concurrent
+// guesses from all passing the check before any of them is counted. The
+// caller ends a started login with succeed or release.
+func (g *loginGuard) attempt(client, account string, now time.Time) time.Duration {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if wait := g.blockedLocked(client, account, now); wait > 0 {
+		return wait
+	}
 	for _, key := range []string{"c:" + client, "a:" + account} {
 		f := g.failures[key]
 		if f == nil || !now.Before(f.reset) {
@@ -117,28 +138,69 @@ func (g *loginGuard) fail(client, account string, now time.Time) {
 		}
 		f.n++
 	}
+	return 0
 }
 
-// succeed clears the account's count.
-func (g *loginGuard) succeed(account string) {
+// succeed ends a login that succeeded: the account's count clears, and
+// the client gets back the failure attempt counted.
+func (g *loginGuard) succeed(client, account string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	delete(g.failures, "a:"+account)
+	g.uncountLocked("c:" + client)
 }
 
-// evictLocked bounds memory: it drops expired entries and, if the table is
-// still full (a spray from many addresses), an arbitrary tenth of it.
+// release ends a login that was never judged (no bcrypt slot, or the
+// database failed): neither count keeps it.
+func (g *loginGuard) release(client, account string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.uncountLocked("c:" + client)
+	g.uncountLocked("a:" + account)
+}
+
+func (g *loginGuard) uncountLocked(key string) {
+	if f := g.failures[key]; f != nil {
+		if f.n--; f.n <= 0 {
+			delete(g.failures, key)
+		}
+	}
+}
+
+// evictLocked bounds memory when the table is full: it drops expired
+// entries and then, if the table is still over 90% full (a spray from many
+// addresses), entries below their limit before any that block, and of
+// those the ones that end soonest. Filling the table with cheap failures
+// does not lift a block; only a larger number of other blocks can.
 func (g *loginGuard) evictLocked(now time.Time) {
+	type entry struct {
+		key      string
+		blocking bool
+		reset    time.Time
+	}
+	live := make([]entry, 0, len(g.failures))
 	for k, f := range g.failures {
 		if !now.Before(f.reset) {
 			delete(g.failures, k)
+			continue
 		}
+		live = append(live, entry{k, f.n >= limit(k), f.reset})
 	}
-	for k := range g.failures {
-		if len(g.failures) < maxTracked*9/10 {
-			break
+	excess := len(live) - maxTracked*9/10
+	if excess <= 0 {
+		return
+	}
+	slices.SortFunc(live, func(a, b entry) int {
+		if a.blocking != b.blocking {
+			if a.blocking {
+				return 1
+			}
+			return -1
 		}
-		delete(g.failures, k)
+		return a.reset.Compare(b.reset)
+	})
+	for _, e := range live[:excess] {
+		delete(g.failures, e.key)
 	}
 }
 
