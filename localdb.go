@@ -264,11 +264,13 @@ func (db *localDB) start(ctx context.Context, opts localDBOptions) error {
 // serverOptions listen on a unix socket in pgrun/ only, or on a free
 // 127.0.0.1 port when the socket's path would be too long for the kernel.
 func (db *localDB) serverOptions(opts localDBOptions) string {
-	settings := []string{"unix_socket_directories='" + db.runDir() + "'", "unix_socket_permissions=0700"}
+	var settings []string
 	if len(db.runDir())+len("/.s.PGSQL.5432") <= maxSocketPath {
-		settings = append(settings, "listen_addresses=''", "port=5432")
+		settings = []string{"unix_socket_directories='" + db.runDir() + "'", "unix_socket_permissions=0700",
+			"listen_addresses=''", "port=5432"}
 	} else {
-		settings = append(settings, "listen_addresses='127.0.0.1'", "port="+strconv.Itoa(freePort()))
+		// No socket at all: PostgreSQL refuses to start when it cannot make one.
+		settings = []string{"unix_socket_directories=''", "listen_addresses='127.0.0.1'", "port=" + strconv.Itoa(freePort())}
 	}
 	settings = append(settings, opts.settings...)
 	var b strings.Builder
@@ -330,8 +332,10 @@ func (db *localDB) createDatabase(ctx context.Context, name string) error {
 	return nil
 }
 
-func (db *localDB) pgctl(ctx context.Context, args ...string) error {
-	return db.command(ctx, "pg_ctl", append([]string{"-D", db.dataDir()}, args...)...).run()
+// pgctl runs pg_ctl mode with args on the cluster. The mode goes first,
+// so that an error names it.
+func (db *localDB) pgctl(ctx context.Context, mode string, args ...string) error {
+	return db.command(ctx, "pg_ctl", append([]string{mode, "-D", db.dataDir()}, args...)...).run()
 }
 
 // pgCommand is a PostgreSQL binary run as the server's user.
