@@ -52,18 +52,18 @@ func handleToken(log *slog.Logger, s *store, guard *loginGuard, key []byte, ttl 
 		form, err := readLoginForm(w, r)
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
-			errorResponse(w, http.StatusRequestEntityTooLarge, "Request body too large")
+			errorResponse(w, r, http.StatusRequestEntityTooLarge, "Request body too large")
 			return
 		}
 		if problems := form.validate(); problems != nil {
-			validationFailed(w, problems)
+			validationFailed(w, r, problems)
 			return
 		}
 
 		client, account := guard.clientKey(r), accountKey(form.Username)
 		if wait := guard.attempt(client, account, now()); wait > 0 {
 			w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds()+0.999)))
-			errorResponse(w, http.StatusTooManyRequests, "Too many failed login attempts, try again later")
+			errorResponse(w, r, http.StatusTooManyRequests, "Too many failed login attempts, try again later")
 			return
 		}
 
@@ -72,12 +72,12 @@ func handleToken(log *slog.Logger, s *store, guard *loginGuard, key []byte, ttl 
 		case errors.Is(err, errBadCredentials):
 			log.LogAttrs(r.Context(), slog.LevelInfo, "login failed")
 			w.Header().Set("WWW-Authenticate", "Bearer")
-			errorResponse(w, http.StatusUnauthorized, "Incorrect username or password")
+			errorResponse(w, r, http.StatusUnauthorized, "Incorrect username or password")
 			return
 		case errors.Is(err, errBusy):
 			guard.release(client, account)
 			w.Header().Set("Retry-After", "1")
-			errorResponse(w, http.StatusServiceUnavailable, "Service unavailable")
+			errorResponse(w, r, http.StatusServiceUnavailable, "Service unavailable")
 			return
 		case err != nil:
 			guard.release(client, account)
@@ -204,16 +204,16 @@ func requireUser(log *slog.Logger, s *store, keys [][]byte, now func() time.Time
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		scheme, token, _ := strings.Cut(r.Header.Get("Authorization"), " ")
 		if !strings.EqualFold(scheme, "Bearer") {
-			unauthorized(w, "Bearer", "Invalid token")
+			unauthorized(w, r, "Bearer", "Invalid token")
 			return
 		}
 		claims, err := verifyToken(strings.TrimSpace(token), keys, now())
 		if errors.Is(err, errTokenExpired) {
-			unauthorized(w, `Bearer error="invalid_token"`, "Token expired")
+			unauthorized(w, r, `Bearer error="invalid_token"`, "Token expired")
 			return
 		}
 		if err != nil {
-			unauthorized(w, `Bearer error="invalid_token"`, "Invalid credentials")
+			unauthorized(w, r, `Bearer error="invalid_token"`, "Invalid credentials")
 			return
 		}
 		// One budget for all of the request's queries, this lookup and the
@@ -223,7 +223,7 @@ func requireUser(log *slog.Logger, s *store, keys [][]byte, now func() time.Time
 		defer cancel()
 		u, err := s.userByEmail(ctx, claims.Sub)
 		if errors.Is(err, errNotFound) || errors.Is(err, errNotText) {
-			unauthorized(w, `Bearer error="invalid_token"`, "Invalid credentials")
+			unauthorized(w, r, `Bearer error="invalid_token"`, "Invalid credentials")
 			return
 		}
 		if err != nil {

@@ -8,8 +8,12 @@ import (
 // The whole error vocabulary of the API, in FastAPI's shape: {"detail": ...},
 // a string for HTTP errors and a list for validation errors.
 
-// errorResponse writes {"detail": detail} with status.
-func errorResponse(w http.ResponseWriter, status int, detail any) {
+// errorResponse writes {"detail": detail} with status. The detail also
+// goes on the request's log line (logRequests); no detail holds a secret.
+func errorResponse(w http.ResponseWriter, r *http.Request, status int, detail any) {
+	if info := infoFrom(r.Context()); info != nil {
+		info.detail = detail
+	}
 	writeJSON(w, status, struct {
 		Detail any `json:"detail"`
 	}{detail})
@@ -42,20 +46,20 @@ func notMatching(in, name, pattern string) fieldError {
 }
 
 // validationFailed answers 422 with the list of problems.
-func validationFailed(w http.ResponseWriter, problems []fieldError) {
-	errorResponse(w, http.StatusUnprocessableEntity, problems)
+func validationFailed(w http.ResponseWriter, r *http.Request, problems []fieldError) {
+	errorResponse(w, r, http.StatusUnprocessableEntity, problems)
 }
 
 // unauthorized answers 401 with the RFC 6750 challenge: a bare "Bearer"
 // when no credentials came, error="invalid_token" when bad ones did.
-func unauthorized(w http.ResponseWriter, challenge, detail string) {
+func unauthorized(w http.ResponseWriter, r *http.Request, challenge, detail string) {
 	w.Header().Set("WWW-Authenticate", challenge)
-	errorResponse(w, http.StatusUnauthorized, detail)
+	errorResponse(w, r, http.StatusUnauthorized, detail)
 }
 
 // serviceUnavailable answers 503 when the database fails. The cause goes to
 // the log, never to the client.
 func serviceUnavailable(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
 	log.LogAttrs(r.Context(), slog.LevelError, "database unavailable", slog.String("error", err.Error()))
-	errorResponse(w, http.StatusServiceUnavailable, "Service unavailable")
+	errorResponse(w, r, http.StatusServiceUnavailable, "Service unavailable")
 }

@@ -37,13 +37,13 @@ func handleGetMovie(log *slog.Logger, s *store) http.Handler {
 		var problems []fieldError
 		id := queryInt(q, "movie_id", &problems)
 		if problems != nil {
-			validationFailed(w, problems)
+			validationFailed(w, r, problems)
 			return
 		}
 		m, err := s.movie(r.Context(), id)
 		switch {
 		case errors.Is(err, errNotFound):
-			errorResponse(w, http.StatusNotFound, "Movie not found")
+			errorResponse(w, r, http.StatusNotFound, "Movie not found")
 		case err != nil:
 			serviceUnavailable(w, r, log, err)
 		default:
@@ -61,7 +61,7 @@ func handleNewMovies(log *slog.Logger, s *store) http.Handler {
 		year := queryInt(q, "year", &problems)
 		minRating := queryFloat(q, "rating", &problems)
 		if problems != nil {
-			validationFailed(w, problems)
+			validationFailed(w, r, problems)
 			return
 		}
 		movies, err := s.newMovies(r.Context(), year, minRating)

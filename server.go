@@ -93,7 +93,7 @@ func handleNoRoute(mux *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if allow := allowedMethods(mux, r, r.URL.Path); allow != nil {
 			w.Header().Set("Allow", strings.Join(allow, ", "))
-			errorResponse(w, http.StatusMethodNotAllowed, "Method Not Allowed")
+			errorResponse(w, r, http.StatusMethodNotAllowed, "Method Not Allowed")
 			return
 		}
 		if p := r.URL.Path; p != "/" {
@@ -109,7 +109,7 @@ func handleNoRoute(mux *http.ServeMux) http.Handler {
 				return
 			}
 		}
-		errorResponse(w, http.StatusNotFound, "Not Found")
+		errorResponse(w, r, http.StatusNotFound, "Not Found")
 	})
 }
 
@@ -139,7 +139,7 @@ func cleanPathsOnly(h http.Handler) http.Handler {
 			clean += "/"
 		}
 		if strings.HasPrefix(p, "/") && clean != p {
-			errorResponse(w, http.StatusNotFound, "Not Found")
+			errorResponse(w, r, http.StatusNotFound, "Not Found")
 			return
 		}
 		h.ServeHTTP(w, r)
@@ -231,8 +231,9 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 // requestInfo travels in a request's context so that every log line of the
 // request carries its id, and the access log its user.
 type requestInfo struct {
-	id   string
-	user string // set by requireUser
+	id     string
+	user   string // set by requireUser
+	detail any    // set by errorResponse
 }
 
 type requestInfoKey struct{}
@@ -296,6 +297,9 @@ func logRequests(log *slog.Logger, h http.Handler) http.Handler {
 		if info.user != "" {
 			attrs = append(attrs, slog.String("user", info.user))
 		}
+		if info.detail != nil {
+			attrs = append(attrs, slog.Any("detail", info.detail))
+		}
 		log.LogAttrs(ctx, slog.LevelInfo, "request", attrs...)
 	})
 }
@@ -339,7 +343,7 @@ func recoverPanics(log *slog.Logger, h http.Handler) http.Handler {
 			}
 			log.LogAttrs(r.Context(), slog.LevelError, "panic", slog.Any("panic", v), slog.String("stack", string(debug.Stack())))
 			w.Header().Set("Connection", "close")
-			errorResponse(w, http.StatusInternalServerError, "Internal Server Error")
+			errorResponse(w, r, http.StatusInternalServerError, "Internal Server Error")
 		}()
 		h.ServeHTTP(w, r)
 	})

@@ -48,7 +48,7 @@ func TestRequestLogAndRequestID(t *testing.T) {
 	if line == nil {
 		t.Fatalf("no request line with the client's id in:\n%s", app.logs)
 	}
-	want := map[string]any{"method": "GET", "path": "/movies/", "status": 404.0, "user": "ada@example.com"}
+	want := map[string]any{"method": "GET", "path": "/movies/", "status": 404.0, "user": "ada@example.com", "detail": "Movie not found"}
 	for k, v := range want {
 		if line[k] != v {
 			t.Errorf("log %s = %v, want %v", k, line[k], v)
