@@ -454,6 +454,12 @@ func (op docsOperation) CurlFor(x *exampleRequest) string {
 	return strings.Join(args, " ")
 }
 
+// CurlShowingHeadersFor is CurlFor with -i, for the example transcripts,
+// which show the status line and headers the command prints.
+func (op docsOperation) CurlShowingHeadersFor(x *exampleRequest) string {
+	return "curl -si" + strings.TrimPrefix(op.CurlFor(x), "curl -s")
+}
+
 // formArg is the curl argument that sends one name=value field: -d when
 // the field reads back as written, --data-urlencode when it has
 // characters that urlencoding gives a meaning (&, +, %).

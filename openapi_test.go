@@ -864,6 +864,10 @@ func TestDocsPage(t *testing.T) {
 			t.Errorf("the page does not show the example %s", ex)
 		}
 	}
+	// A transcript that shows the status line needs curl's -i to print it.
+	if n := strings.Count(text, " HTTP/1.1 "); n == 0 || strings.Count(text, "$ curl -si ") != n {
+		t.Errorf("%d transcripts show a status line, %d of them after curl -si", n, strings.Count(text, "$ curl -si "))
+	}
 	// The document's "Bearer <token>" is text, escaped, not a tag.
 	if !strings.Contains(page, "Bearer &lt;token&gt;") || strings.Contains(page, "Bearer <token>") {
 		t.Error(`"Bearer <token>" from the document is not escaped`)
