@@ -138,6 +138,38 @@ func TestNewMovies(t *testing.T) {
 	}
 }
 
+// TestMovieQueriesAnswer503 lets the user lookup succeed and the movie
+// queries fail: both routes must answer 503 with the cause in the log and
+// not in the body.
+func TestMovieQueriesAnswer503(t *testing.T) {
+	t.Parallel()
+	dsn := newTestDatabase(t)
+	db := openTestDB(t, dsn)
+	seedMovies(t, db)
+	createUser(t, testEnv(t, dsn), "Ada", "ada@example.com", "correct horse")
+	if _, err := db.Exec("ALTER TABLE myapi.movies RENAME TO movies_gone"); err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	key := []byte(testTokenKey)
+	h := newHandler(deps{log: newLogger(logs, "text"), store: &store{db: db}, keys: [][]byte{key},
+		tokenTTL: time.Hour, now: time.Now, logins: newLoginGuard(4, nil, 1)})
+	now := time.Now()
+	auth := "Bearer " + signToken(key, tokenClaims{Sub: "ada@example.com", IssuedAt: now, ExpiresAt: now.Add(time.Hour)})
+	for _, target := range []string{"/movies/?movie_id=1", "/movies/new?year=1990&rating=9"} {
+		r := httptest.NewRequest("GET", target, nil)
+		r.Header.Set("Authorization", auth)
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if w.Code != 503 || w.Body.String() != `{"detail":"Service unavailable"}` {
+			t.Errorf("GET %s = %d %s, want 503", target, w.Code, w.Body)
+		}
+	}
+	if n := strings.Count(logs.String(), `does not exist`); n != 2 {
+		t.Errorf("the log shows the cause %d times, want 2:\n%s", n, logs)
+	}
+}
+
 func TestRatingIsWrittenWithItsDecimal(t *testing.T) {
 	t.Parallel()
 	for _, c := range []struct {
