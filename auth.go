@@ -61,7 +61,13 @@ func handleToken(log *slog.Logger, s *store, guard *loginGuard, key []byte, ttl 
 		}
 
 		client, account := guard.clientKey(r), accountKey(form.Username)
-		if wait := guard.attempt(client, account, now()); wait > 0 {
+		wait, err := guard.attempt(r.Context(), client, account, now)
+		if err != nil { // too long a wait for the attempts in flight
+			w.Header().Set("Retry-After", "1")
+			errorResponse(w, r, http.StatusServiceUnavailable, "Service unavailable")
+			return
+		}
+		if wait > 0 {
 			w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds()+0.999)))
 			errorResponse(w, r, http.StatusTooManyRequests, "Too many failed login attempts, try again later")
 			return
@@ -70,6 +76,7 @@ func handleToken(log *slog.Logger, s *store, guard *loginGuard, key []byte, ttl 
 		u, err := authenticate(r.Context(), s, guard, form.Username, form.Password)
 		switch {
 		case errors.Is(err, errBadCredentials):
+			guard.fail(client, account)
 			log.LogAttrs(r.Context(), slog.LevelInfo, "login failed")
 			w.Header().Set("WWW-Authenticate", "Bearer")
 			errorResponse(w, r, http.StatusUnauthorized, "Incorrect username or password")

@@ -254,29 +254,55 @@ func TestConcurrentGuessesAreCounted(t *testing.T) {
 	}
 }
 
-// TestThrottleAttemptCountsAtOnce is the same at the guard: attempts count
-// when they start, and only a success or a release gives one back.
-func TestThrottleAttemptCountsAtOnce(t *testing.T) {
+// TestThrottleAttemptsInFlightCount is the same at the guard: attempts in
+// flight count against the limit, so one that could pass it waits; it
+// starts when another ends without a failure, and is refused when the
+// others fail.
+func TestThrottleAttemptsInFlightCount(t *testing.T) {
 	t.Parallel()
 	g := newLoginGuard(4, nil, 1)
-	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	started := 0
-	for i := range 2 * maxAccountFailures {
-		if g.attempt(fmt.Sprintf("192.0.2.%d", i), "ada@example.com", now) == 0 {
-			started++
+	now := func() time.Time { return time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC) }
+	client := func(i int) string { return fmt.Sprintf("192.0.2.%d", i) }
+	for i := range maxAccountFailures {
+		if wait, err := g.attempt(t.Context(), client(i), "ada@example.com", now); wait != 0 || err != nil {
+			t.Fatalf("attempt %d: %v, %v", i+1, wait, err)
 		}
 	}
-	if started != maxAccountFailures {
-		t.Errorf("%d attempts started before any ended, want %d", started, maxAccountFailures)
+	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := g.attempt(ctx, client(9), "ada@example.com", now); err == nil {
+		t.Fatal("one attempt more than the limit started while the others were in flight")
 	}
-	g.release("192.0.2.0", "ada@example.com")
-	if wait := g.attempt("192.0.2.0", "ada@example.com", now); wait != 0 {
-		t.Errorf("after a release the account still waits %v", wait)
+
+	// A release lets a waiting attempt start.
+	started := make(chan error, 1)
+	go func() {
+		_, err := g.attempt(t.Context(), client(9), "ada@example.com", now)
+		started <- err
+	}()
+	time.Sleep(20 * time.Millisecond) // let it wait
+	g.release(client(0), "ada@example.com")
+	if err := <-started; err != nil {
+		t.Fatalf("after a release: %v", err)
 	}
-	g.succeed("192.0.2.0", "ada@example.com")
-	if wait := g.blocked("192.0.2.0", "ada@example.com", now); wait != 0 {
-		t.Errorf("after a success the account still waits %v", wait)
+
+	// When those in flight fail, the account is blocked for the window.
+	for i := 1; i < maxAccountFailures; i++ {
+		g.fail(client(i), "ada@example.com")
 	}
+	g.fail(client(9), "ada@example.com")
+	if wait, err := g.attempt(t.Context(), client(10), "ada@example.com", now); wait != failureWindow || err != nil {
+		t.Errorf("after %d failures: wait %v, %v; want %v", maxAccountFailures, wait, err, failureWindow)
+	}
+}
+
+// failAt runs one failed login attempt through g at now.
+func failAt(t *testing.T, g *loginGuard, client, account string, now time.Time) {
+	t.Helper()
+	if _, err := g.attempt(t.Context(), client, account, func() time.Time { return now }); err != nil {
+		t.Fatal(err)
+	}
+	g.fail(client, account)
 }
 
 // TestFillingTheThrottleDoesNotLiftABlock blocks an account, then sprays
@@ -287,10 +313,10 @@ func TestFillingTheThrottleDoesNotLiftABlock(t *testing.T) {
 	g := newLoginGuard(4, nil, 1)
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	for i := range maxAccountFailures {
-		g.attempt(fmt.Sprintf("192.0.2.%d", i), "victim@example.com", now)
+		failAt(t, g, fmt.Sprintf("192.0.2.%d", i), "victim@example.com", now)
 	}
-	for i := range 2 * maxTracked {
-		g.attempt(fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255), fmt.Sprintf("u%d@example.com", i), now.Add(time.Minute))
+	for i := range maxTracked { // two entries each
+		failAt(t, g, fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255), fmt.Sprintf("u%d@example.com", i), now.Add(time.Minute))
 	}
 	if n := len(g.failures); n > maxTracked {
 		t.Errorf("tracking %d entries, limit %d", n, maxTracked)
@@ -305,7 +331,7 @@ func TestLoginThrottlePerClient(t *testing.T) {
 	g := newLoginGuard(4, nil, 1)
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	for i := range maxClientFailures {
-		g.attempt("192.0.2.1", fmt.Sprintf("user%d@example.com", i), now)
+		failAt(t, g, "192.0.2.1", fmt.Sprintf("user%d@example.com", i), now)
 	}
 	if wait := g.blocked("192.0.2.1", "new@example.com", now); wait != failureWindow {
 		t.Errorf("client after %d failures waits %v, want %v", maxClientFailures, wait, failureWindow)
@@ -325,7 +351,7 @@ func TestLoginGuardMemoryIsBounded(t *testing.T) {
 	client := func(i int) string { return fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255) }
 	account := func(i int) string { return fmt.Sprintf("user%d@example.com", i) }
 	for i := range maxTracked {
-		g.attempt(client(i), account(i), now) // two entries each
+		failAt(t, g, client(i), account(i), now) // two entries each
 		if n := len(g.failures); n > maxTracked {
 			t.Fatalf("tracking %d entries, limit %d", n, maxTracked)
 		}
@@ -334,7 +360,7 @@ func TestLoginGuardMemoryIsBounded(t *testing.T) {
 	later := now.Add(failureWindow + time.Second)
 	const fresh = maxTracked / 5
 	for i := range fresh / 2 {
-		g.attempt(client(maxTracked+i), account(maxTracked+i), later)
+		failAt(t, g, client(maxTracked+i), account(maxTracked+i), later)
 	}
 	if n := len(g.failures); n != fresh {
 		t.Errorf("%d entries after the window, want the %d live ones", n, fresh)

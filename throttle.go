@@ -60,6 +60,7 @@ func shareCores(getenv func(string) string) (bcryptSlots int) {
 type loginGuard struct {
 	mu       sync.Mutex
 	failures map[string]*failureCount // "a:"+account or "c:"+client
+	ended    chan struct{}            // closed, and replaced, when an attempt ends
 
 	slots     chan struct{} // one token per bcrypt comparison allowed to run
 	dummyHash []byte        // compared against when the account does not exist
@@ -67,8 +68,9 @@ type loginGuard struct {
 }
 
 type failureCount struct {
-	n     int
-	reset time.Time
+	n        int // failures within the window
+	inFlight int // attempts started and not yet judged
+	reset    time.Time
 }
 
 // newLoginGuard prepares the dummy hash at cost, so that a login for an
@@ -81,6 +83,7 @@ func newLoginGuard(cost int, trusted []netip.Prefix, bcryptSlots int) *loginGuar
 	}
 	return &loginGuard{
 		failures:  make(map[string]*failureCount),
+		ended:     make(chan struct{}),
 		slots:     make(chan struct{}, max(1, bcryptSlots)),
 		dummyHash: dummy,
 		trusted:   trusted,
@@ -91,20 +94,31 @@ func newLoginGuard(cost int, trusted []netip.Prefix, bcryptSlots int) *loginGuar
 func (g *loginGuard) blocked(client, account string, now time.Time) time.Duration {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return g.blockedLocked(client, account, now)
+	wait, _ := g.checkLocked(client, account, now)
+	return wait
 }
 
-func (g *loginGuard) blockedLocked(client, account string, now time.Time) time.Duration {
-	wait := g.waitLocked("c:"+client, now)
-	return max(wait, g.waitLocked("a:"+account, now))
-}
-
-func (g *loginGuard) waitLocked(key string, now time.Time) time.Duration {
-	f := g.failures[key]
-	if f == nil || f.n < limit(key) || !now.Before(f.reset) {
-		return 0
+// checkLocked returns how long the client or the account is blocked, or,
+// when neither is, whether the attempts in flight could use up what is
+// left of either's limit.
+func (g *loginGuard) checkLocked(client, account string, now time.Time) (wait time.Duration, full bool) {
+	for _, key := range []string{"c:" + client, "a:" + account} {
+		f := g.failures[key]
+		if f == nil {
+			continue
+		}
+		n := f.n
+		if !now.Before(f.reset) {
+			n = 0 // the window has passed
+		}
+		switch {
+		case n >= limit(key):
+			wait = max(wait, f.reset.Sub(now))
+		case n+f.inFlight >= limit(key):
+			full = true
+		}
 	}
-	return f.reset.Sub(now)
+	return wait, full
 }
 
 // limit is the number of failures a key may have within the window.
@@ -115,55 +129,95 @@ func limit(key string) int {
 	return maxAccountFailures
 }
 
-// attempt starts a login: it returns how long the client or the account
-// must wait, or, when neither is blocked, zero, having counted the attempt
-// as a failure already. Counting before the password check, in the same
-// locked step as the limit check, is what stops a burst of concurrent
-// guesses from all passing the check before any of them is counted. The
-// caller ends a started login with succeed or release.
-func (g *loginGuard) attempt(client, account string, now time.Time) time.Duration {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if wait := g.blockedLocked(client, account, now); wait > 0 {
-		return wait
-	}
-	for _, key := range []string{"c:" + client, "a:" + account} {
-		f := g.failures[key]
-		if f == nil || !now.Before(f.reset) {
-			if f == nil && len(g.failures) >= maxTracked {
-				g.evictLocked(now)
+// attempt starts a login. It returns how long the client or the account is
+// blocked, or zero once the attempt is in flight; the caller then ends it
+// with fail, succeed or release. An attempt that, should it and those in
+// flight all fail, would pass a limit waits for them to end, at most
+// bcryptWait (then errBusy): the check and the count are one locked step,
+// so a burst of concurrent guesses gets no more tries than a sequence.
+func (g *loginGuard) attempt(ctx context.Context, client, account string, now func() time.Time) (time.Duration, error) {
+	timer := time.NewTimer(bcryptWait)
+	defer timer.Stop()
+	for {
+		g.mu.Lock()
+		wait, full := g.checkLocked(client, account, now())
+		if wait == 0 && !full {
+			for _, key := range []string{"c:" + client, "a:" + account} {
+				g.entryLocked(key, now()).inFlight++
 			}
-			f = &failureCount{reset: now.Add(failureWindow)}
-			g.failures[key] = f
 		}
-		f.n++
+		ended := g.ended
+		g.mu.Unlock()
+		if wait > 0 || !full {
+			return wait, nil
+		}
+		select {
+		case <-ended:
+		case <-timer.C:
+			return 0, errBusy
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
 	}
-	return 0
 }
 
-// succeed ends a login that succeeded: the account's count clears, and
-// the client gets back the failure attempt counted.
-func (g *loginGuard) succeed(client, account string) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	delete(g.failures, "a:"+account)
-	g.uncountLocked("c:" + client)
-}
-
-// release ends a login that was never judged (no bcrypt slot, or the
-// database failed): neither count keeps it.
-func (g *loginGuard) release(client, account string) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.uncountLocked("c:" + client)
-	g.uncountLocked("a:" + account)
-}
-
-func (g *loginGuard) uncountLocked(key string) {
-	if f := g.failures[key]; f != nil {
-		if f.n--; f.n <= 0 {
-			delete(g.failures, key)
+// entryLocked returns key's entry, new or renewed when its window passed.
+func (g *loginGuard) entryLocked(key string, now time.Time) *failureCount {
+	f := g.failures[key]
+	if f == nil {
+		if len(g.failures) >= maxTracked {
+			g.evictLocked(now)
 		}
+		f = &failureCount{reset: now.Add(failureWindow)}
+		g.failures[key] = f
+	} else if !now.Before(f.reset) {
+		f.n, f.reset = 0, now.Add(failureWindow)
+	}
+	return f
+}
+
+// fail ends an attempt that failed: it counts for the client and the account.
+func (g *loginGuard) fail(client, account string) {
+	g.end(client, account, func(f *failureCount) { f.n++ })
+}
+
+// succeed ends an attempt that succeeded: the account's failures clear; the
+// client's stay, or one valid account would let an attacker reset them.
+func (g *loginGuard) succeed(client, account string) {
+	g.end(client, account, nil)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if f := g.failures["a:"+account]; f != nil {
+		f.n = 0
+		g.dropIfEmptyLocked("a:" + account)
+	}
+}
+
+// release ends an attempt that was never judged (no bcrypt slot, or the
+// database failed): it counts for neither.
+func (g *loginGuard) release(client, account string) {
+	g.end(client, account, nil)
+}
+
+func (g *loginGuard) end(client, account string, judge func(*failureCount)) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, key := range []string{"c:" + client, "a:" + account} {
+		if f := g.failures[key]; f != nil {
+			f.inFlight = max(0, f.inFlight-1)
+			if judge != nil {
+				judge(f)
+			}
+			g.dropIfEmptyLocked(key)
+		}
+	}
+	close(g.ended) // wake the attempts waiting for this one
+	g.ended = make(chan struct{})
+}
+
+func (g *loginGuard) dropIfEmptyLocked(key string) {
+	if f := g.failures[key]; f.n == 0 && f.inFlight == 0 {
+		delete(g.failures, key)
 	}
 }
 
@@ -180,11 +234,11 @@ func (g *loginGuard) evictLocked(now time.Time) {
 	}
 	live := make([]entry, 0, len(g.failures))
 	for k, f := range g.failures {
-		if !now.Before(f.reset) {
+		if !now.Before(f.reset) && f.inFlight == 0 {
 			delete(g.failures, k)
 			continue
 		}
-		live = append(live, entry{k, f.n >= limit(k), f.reset})
+		live = append(live, entry{k, f.n >= limit(k) || f.inFlight > 0, f.reset})
 	}
 	excess := len(live) - maxTracked*9/10
 	if excess <= 0 {
