@@ -73,25 +73,29 @@ func handleToken(log *slog.Logger, s *store, guard *loginGuard, key []byte, ttl 
 			return
 		}
 
+		// The attempt ends exactly once, when the handler returns: a
+		// release unless it was judged, so that not even a panic leaves it
+		// counted as in flight.
+		end := guard.release
+		defer func() { end(client, account) }()
+
 		u, err := authenticate(r.Context(), s, guard, form.Username, form.Password)
 		switch {
 		case errors.Is(err, errBadCredentials):
-			guard.fail(client, account)
+			end = guard.fail
 			log.LogAttrs(r.Context(), slog.LevelInfo, "login failed")
 			w.Header().Set("WWW-Authenticate", "Bearer")
 			errorResponse(w, r, http.StatusUnauthorized, "Incorrect username or password")
 			return
 		case errors.Is(err, errBusy):
-			guard.release(client, account)
 			w.Header().Set("Retry-After", "1")
 			errorResponse(w, r, http.StatusServiceUnavailable, "Service unavailable")
 			return
 		case err != nil:
-			guard.release(client, account)
 			serviceUnavailable(w, r, log, err)
 			return
 		}
-		guard.succeed(client, account)
+		end = guard.succeed
 
 		t := now()
 		token := signToken(key, tokenClaims{Sub: u.Email, Name: u.Name, IssuedAt: t, ExpiresAt: t.Add(ttl)})
