@@ -326,6 +326,30 @@ func TestFillingTheThrottleDoesNotLiftABlock(t *testing.T) {
 	}
 }
 
+// TestEvictionKeepsAttemptsInFlight fills the table with blocks that last
+// longer than an attempt in flight: evicting its entry would lose the
+// failure it is about to count.
+func TestEvictionKeepsAttemptsInFlight(t *testing.T) {
+	t.Parallel()
+	g := newLoginGuard(4, nil, 1)
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	if _, err := g.attempt(t.Context(), "192.0.2.1", "ada@example.com", func() time.Time { return now }); err != nil {
+		t.Fatal(err)
+	}
+	for i := range maxTracked {
+		key := fmt.Sprintf("c:10.%d.%d.%d", i>>16&255, i>>8&255, i&255)
+		g.failures[key] = &failureCount{n: maxClientFailures, reset: now.Add(failureWindow + time.Minute)}
+	}
+	failAt(t, g, "192.0.2.2", "bob@example.com", now) // a new entry: the table evicts
+	if n := len(g.failures); n > maxTracked {
+		t.Errorf("tracking %d entries, limit %d", n, maxTracked)
+	}
+	g.fail("192.0.2.1", "ada@example.com")
+	if f := g.failures["a:ada@example.com"]; f == nil || f.n != 1 {
+		t.Error("the failure of an attempt in flight during an eviction was lost")
+	}
+}
+
 func TestLoginThrottlePerClient(t *testing.T) {
 	t.Parallel()
 	g := newLoginGuard(4, nil, 1)

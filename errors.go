@@ -58,8 +58,13 @@ func unauthorized(w http.ResponseWriter, r *http.Request, challenge, detail stri
 }
 
 // serviceUnavailable answers 503 when the database fails. The cause goes to
-// the log, never to the client.
+// the log, never to the client. A query cut short because the client went
+// away is no fault of the database, and logged as such.
 func serviceUnavailable(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
-	log.LogAttrs(r.Context(), slog.LevelError, "database unavailable", slog.String("error", err.Error()))
+	if r.Context().Err() != nil {
+		log.LogAttrs(r.Context(), slog.LevelInfo, "client went away", slog.String("error", err.Error()))
+	} else {
+		log.LogAttrs(r.Context(), slog.LevelError, "database unavailable", slog.String("error", err.Error()))
+	}
 	errorResponse(w, r, http.StatusServiceUnavailable, "Service unavailable")
 }

@@ -127,7 +127,6 @@ func allowedMethods(mux *http.ServeMux, r *http.Request, path string) []string {
 	return allow
 }
 
-// secureHeaders sets the headers every response carries.
 // cleanPathsOnly answers 404 for a path that "//", "/./" or "/../" would
 // make another: ServeMux would redirect it to the clean path with an HTML
 // body, where the original finds no route.
@@ -204,6 +203,7 @@ func unhex(c byte) byte {
 	}
 }
 
+// secureHeaders sets the headers every response carries.
 func secureHeaders(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Content-Type-Options", "nosniff")

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"database/sql"
 	"encoding/json"
 	"io"
@@ -276,6 +277,38 @@ func TestQueriesShareOneTimeout(t *testing.T) {
 	}
 	if d := time.Since(start); d > queryTimeout+time.Second {
 		t.Errorf("answered after %v, want within the query timeout, %v", d, queryTimeout)
+	}
+}
+
+// TestClientGoneIsNotADatabaseFault cancels a request while its query
+// waits for a lock: the log must say the client went away, not that the
+// database failed, or every impatient client would page an operator.
+func TestClientGoneIsNotADatabaseFault(t *testing.T) {
+	t.Parallel()
+	dsn := newTestDatabase(t)
+	createUser(t, testEnv(t, dsn), "Ada", "ada@example.com", "correct horse")
+	var logs syncBuffer
+	key := []byte(testTokenKey)
+	h := newHandler(deps{log: newLogger(&logs, "text"), store: &store{db: openTestDB(t, dsn)}, keys: [][]byte{key},
+		tokenTTL: time.Hour, now: time.Now, logins: newLoginGuard(4, nil, 1)})
+	now := time.Now()
+	token := signToken(key, tokenClaims{Sub: "ada@example.com", IssuedAt: now, ExpiresAt: now.Add(time.Hour)})
+
+	tx, err := openTestDB(t, dsn).Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.Exec("LOCK TABLE myapi.movies IN ACCESS EXCLUSIVE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	time.AfterFunc(200*time.Millisecond, cancel)
+	r := httptest.NewRequestWithContext(ctx, "GET", "/movies/?movie_id=1", nil)
+	r.Header.Set("Authorization", "Bearer "+token)
+	h.ServeHTTP(httptest.NewRecorder(), r)
+	if got := logs.String(); !strings.Contains(got, "client went away") || strings.Contains(got, "database unavailable") {
+		t.Errorf("log after the client left:\n%s", got)
 	}
 }
 

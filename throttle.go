@@ -60,7 +60,6 @@ func shareCores(getenv func(string) string) (bcryptSlots int) {
 type loginGuard struct {
 	mu       sync.Mutex
 	failures map[string]*failureCount // "a:"+account or "c:"+client
-	ended    chan struct{}            // closed, and replaced, when an attempt ends
 
 	slots     chan struct{} // one token per bcrypt comparison allowed to run
 	dummyHash []byte        // compared against when the account does not exist
@@ -71,6 +70,7 @@ type failureCount struct {
 	n        int // failures within the window
 	inFlight int // attempts started and not yet judged
 	reset    time.Time
+	ended    chan struct{} // made by a waiting attempt, closed when one in flight ends
 }
 
 // newLoginGuard prepares the dummy hash at cost, so that a login for an
@@ -83,7 +83,6 @@ func newLoginGuard(cost int, trusted []netip.Prefix, bcryptSlots int) *loginGuar
 	}
 	return &loginGuard{
 		failures:  make(map[string]*failureCount),
-		ended:     make(chan struct{}),
 		slots:     make(chan struct{}, max(1, bcryptSlots)),
 		dummyHash: dummy,
 		trusted:   trusted,
@@ -99,9 +98,9 @@ func (g *loginGuard) blocked(client, account string, now time.Time) time.Duratio
 }
 
 // checkLocked returns how long the client or the account is blocked, or,
-// when neither is, whether the attempts in flight could use up what is
-// left of either's limit.
-func (g *loginGuard) checkLocked(client, account string, now time.Time) (wait time.Duration, full bool) {
+// when neither is, the entry whose limit the attempts in flight could use
+// up, if any.
+func (g *loginGuard) checkLocked(client, account string, now time.Time) (wait time.Duration, full *failureCount) {
 	for _, key := range []string{"c:" + client, "a:" + account} {
 		f := g.failures[key]
 		if f == nil {
@@ -115,7 +114,7 @@ func (g *loginGuard) checkLocked(client, account string, now time.Time) (wait ti
 		case n >= limit(key):
 			wait = max(wait, f.reset.Sub(now))
 		case n+f.inFlight >= limit(key):
-			full = true
+			full = f
 		}
 	}
 	return wait, full
@@ -134,23 +133,29 @@ func limit(key string) int {
 // with fail, succeed or release. An attempt that, should it and those in
 // flight all fail, would pass a limit waits for them to end, at most
 // bcryptWait (then errBusy): the check and the count are one locked step,
-// so a burst of concurrent guesses gets no more tries than a sequence.
+// so a burst of concurrent guesses gets no more tries than a sequence. It
+// waits on the full entry alone, so an attempt ending elsewhere wakes no
+// one here.
 func (g *loginGuard) attempt(ctx context.Context, client, account string, now func() time.Time) (time.Duration, error) {
 	timer := time.NewTimer(bcryptWait)
 	defer timer.Stop()
 	for {
 		g.mu.Lock()
 		wait, full := g.checkLocked(client, account, now())
-		if wait == 0 && !full {
-			for _, key := range []string{"c:" + client, "a:" + account} {
-				g.entryLocked(key, now()).inFlight++
+		if wait > 0 || full == nil {
+			if wait == 0 {
+				for _, key := range []string{"c:" + client, "a:" + account} {
+					g.entryLocked(key, now()).inFlight++
+				}
 			}
-		}
-		ended := g.ended
-		g.mu.Unlock()
-		if wait > 0 || !full {
+			g.mu.Unlock()
 			return wait, nil
 		}
+		if full.ended == nil {
+			full.ended = make(chan struct{})
+		}
+		ended := full.ended
+		g.mu.Unlock()
 		select {
 		case <-ended:
 		case <-timer.C:
@@ -208,11 +213,13 @@ func (g *loginGuard) end(client, account string, judge func(*failureCount)) {
 			if judge != nil {
 				judge(f)
 			}
+			if f.ended != nil {
+				close(f.ended) // wake the attempts waiting on this entry
+				f.ended = nil
+			}
 			g.dropIfEmptyLocked(key)
 		}
 	}
-	close(g.ended) // wake the attempts waiting for this one
-	g.ended = make(chan struct{})
 }
 
 func (g *loginGuard) dropIfEmptyLocked(key string) {
@@ -225,26 +232,30 @@ func (g *loginGuard) dropIfEmptyLocked(key string) {
 // entries and then, if the table is still over 90% full (a spray from many
 // addresses), entries below their limit before any that block, and of
 // those the ones that end soonest. Filling the table with cheap failures
-// does not lift a block; only a larger number of other blocks can.
+// does not lift a block; only a larger number of other blocks can. An
+// entry with attempts in flight is never dropped, or their outcome would
+// be lost; there are at most two per request being served.
 func (g *loginGuard) evictLocked(now time.Time) {
 	type entry struct {
 		key      string
 		blocking bool
 		reset    time.Time
 	}
-	live := make([]entry, 0, len(g.failures))
+	candidates := make([]entry, 0, len(g.failures))
 	for k, f := range g.failures {
-		if !now.Before(f.reset) && f.inFlight == 0 {
+		switch {
+		case f.inFlight > 0:
+		case !now.Before(f.reset):
 			delete(g.failures, k)
-			continue
+		default:
+			candidates = append(candidates, entry{k, f.n >= limit(k), f.reset})
 		}
-		live = append(live, entry{k, f.n >= limit(k) || f.inFlight > 0, f.reset})
 	}
-	excess := len(live) - maxTracked*9/10
+	excess := min(len(candidates), len(g.failures)-maxTracked*9/10)
 	if excess <= 0 {
 		return
 	}
-	slices.SortFunc(live, func(a, b entry) int {
+	slices.SortFunc(candidates, func(a, b entry) int {
 		if a.blocking != b.blocking {
 			if a.blocking {
 				return 1
@@ -253,7 +264,7 @@ func (g *loginGuard) evictLocked(now time.Time) {
 		}
 		return a.reset.Compare(b.reset)
 	})
-	for _, e := range live[:excess] {
+	for _, e := range candidates[:excess] {
 		delete(g.failures, e.key)
 	}
 }
