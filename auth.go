@@ -211,7 +211,7 @@ func userFrom(ctx context.Context) (user, bool) {
 // requireUser lets a request through only with a valid bearer token
 // (RFC 6750 §2.1: from the Authorization header, never the query string)
 // whose subject is still a user: deleting a user revokes their tokens.
-func requireUser(log *slog.Logger, s *store, keys [][]byte, now func() time.Time, h http.Handler) http.Handler {
+func requireUser(log *slog.Logger, s *store, keys tokenKeys, now func() time.Time, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		scheme, token, _ := strings.Cut(r.Header.Get("Authorization"), " ")
 		if !strings.EqualFold(scheme, "Bearer") {

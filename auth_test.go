@@ -70,7 +70,7 @@ func TestLoginAndProtectedRoute(t *testing.T) {
 	if res.header.Get("Cache-Control") != "no-store" {
 		t.Errorf("Cache-Control = %q", res.header.Get("Cache-Control"))
 	}
-	claims, err := verifyToken(body.AccessToken, [][]byte{[]byte(testTokenKey)}, time.Now())
+	claims, err := verifyToken(body.AccessToken, newTokenKeys([]byte(testTokenKey)), time.Now())
 	if err != nil || claims.Sub != "ada@example.com" || claims.Name != "Ada" {
 		t.Errorf("token claims %+v, %v", claims, err)
 	}
@@ -534,7 +534,7 @@ func TestRequireUserPutsTheUserInTheContext(t *testing.T) {
 	key := []byte(testTokenKey)
 	now := time.Now()
 	var got user
-	h := requireUser(newLogger(io.Discard, "text"), s, [][]byte{key}, time.Now, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	h := requireUser(newLogger(io.Discard, "text"), s, newTokenKeys(key), time.Now, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		got, _ = userFrom(r.Context())
 	}))
 	r := httptest.NewRequest("GET", "/", nil)
@@ -701,10 +701,10 @@ func TestKeyRotation(t *testing.T) {
 		expect(t, 401, `{"detail":"Invalid credentials"}`)
 
 	token := app.token(t, "ada@example.com", "correct horse")
-	if _, err := verifyToken(token, [][]byte{[]byte(newKey)}, time.Now()); err != nil {
+	if _, err := verifyToken(token, newTokenKeys([]byte(newKey)), time.Now()); err != nil {
 		t.Errorf("a new token does not verify with the new key: %v", err)
 	}
-	if _, err := verifyToken(token, [][]byte{[]byte(oldKey), []byte(olderKey)}, time.Now()); err == nil {
+	if _, err := verifyToken(token, newTokenKeys([]byte(oldKey), []byte(olderKey)), time.Now()); err == nil {
 		t.Error("a new token verifies with a previous key: previous keys must never sign")
 	}
 }

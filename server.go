@@ -29,7 +29,8 @@ type deps struct {
 // here, with the middleware that wraps them all.
 func newHandler(d deps) http.Handler {
 	mux := http.NewServeMux()
-	authed := func(h http.Handler) http.Handler { return requireUser(d.log, d.store, d.keys, d.now, h) }
+	keys := newTokenKeys(d.keys...)
+	authed := func(h http.Handler) http.Handler { return requireUser(d.log, d.store, keys, d.now, h) }
 
 	mux.Handle("GET /healthz", handleHealthz())
 	mux.Handle("GET /readyz", handleReadyz(d.log, d.store))

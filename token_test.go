@@ -103,6 +103,7 @@ func TestVerifyTokenAccepts(t *testing.T) {
 		{"escaped name", hdr, claims(`"s\u0075b":"ada@example.com"`, exp(future))},
 		{"fractional exp", hdr, claims(sub, fmt.Sprintf(`"exp":%d.5`, testNow.Unix()))},
 		{"exponent exp", hdr, claims(sub, `"exp":1.8e9`)},
+		{"exp at the end of year 9999", hdr, claims(sub, `"exp":253402300799`)},
 		{"expires_at only", hdr, claims(sub, expiresAt(future))},
 		{"both expiries", hdr, claims(sub, exp(future), expiresAt(future))},
 		{"nbf now", hdr, claims(sub, exp(future), fmt.Sprintf(`"nbf":%d`, testNow.Unix()))},
@@ -112,7 +113,7 @@ func TestVerifyTokenAccepts(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, err := verifyToken(makeToken(tt.header, tt.claims), [][]byte{testKey}, testNow)
+			c, err := verifyToken(makeToken(tt.header, tt.claims), newTokenKeys(testKey), testNow)
 			if err != nil {
 				t.Fatalf("verifyToken: %v", err)
 			}
@@ -247,6 +248,8 @@ func TestVerifyTokenRejects(t *testing.T) {
 		{"exp overflows float64", makeToken(hdr, claims(sub, `"exp":1e400`)), invalid},
 		{"exp past year 9999", makeToken(hdr, claims(sub, `"exp":1e20`)), invalid},
 		{"exp huge integer", makeToken(hdr, claims(sub, `"exp":9223372036854775808`)), invalid},
+		{"exp integer past year 9999", makeToken(hdr, claims(sub, `"exp":253402300800`)), invalid},
+		{"nbf integer before year 1", makeToken(hdr, claims(sub, exp(future), `"nbf":-62135596801`)), invalid},
 		{"exp before year 1", makeToken(hdr, claims(sub, `"exp":-1e300`)), invalid},
 		{"exp twice", makeToken(hdr, claims(sub, exp(past), exp(future))), invalid},
 		{"exp malformed, expires_at good", makeToken(hdr, claims(sub, `"exp":"soon"`, expiresAt(future))), invalid},
@@ -272,7 +275,7 @@ func TestVerifyTokenRejects(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, err := verifyToken(tt.token, [][]byte{testKey}, testNow)
+			c, err := verifyToken(tt.token, newTokenKeys(testKey), testNow)
 			if err == nil {
 				t.Fatalf("verifyToken accepted %q: %+v", tt.token, c)
 			}
@@ -295,22 +298,22 @@ func TestVerifyTokenSizeLimit(t *testing.T) {
 	for n := 0; ; n++ {
 		token := makeToken(hdr, claims(sub, exp(future), `"pad":"`+strings.Repeat("x", n)+`"`))
 		if len(token) > maxTokenBytes {
-			if _, err := verifyToken(token, [][]byte{testKey}, testNow); !errors.Is(err, errTokenInvalid) {
+			if _, err := verifyToken(token, newTokenKeys(testKey), testNow); !errors.Is(err, errTokenInvalid) {
 				t.Errorf("%d-byte token: got %v, want %v", len(token), err, errTokenInvalid)
 			}
 			break
 		}
 		largest = token
 	}
-	if _, err := verifyToken(largest, [][]byte{testKey}, testNow); err != nil {
+	if _, err := verifyToken(largest, newTokenKeys(testKey), testNow); err != nil {
 		t.Errorf("%d-byte token: %v", len(largest), err)
 	}
 }
 
 func TestVerifyTokenKeyRotation(t *testing.T) {
 	newKey := []byte("the-new-key-0123456789abcdef-0123456")
-	keys := [][]byte{newKey, testKey}
-	for _, key := range keys {
+	keys := newTokenKeys(newKey, testKey)
+	for _, key := range [][]byte{newKey, testKey} {
 		token := signToken(key, tokenClaims{Sub: "ada@example.com", IssuedAt: testNow, ExpiresAt: future})
 		if _, err := verifyToken(token, keys, testNow); err != nil {
 			t.Errorf("token signed with %q: %v", key, err)
@@ -318,12 +321,12 @@ func TestVerifyTokenKeyRotation(t *testing.T) {
 	}
 	// A key left empty by mistake must not let anyone sign.
 	unkeyed := signToken(nil, tokenClaims{Sub: "ada@example.com", IssuedAt: testNow, ExpiresAt: future})
-	if _, err := verifyToken(unkeyed, [][]byte{testKey, {}}, testNow); !errors.Is(err, errTokenInvalid) {
+	if _, err := verifyToken(unkeyed, newTokenKeys(testKey, nil, []byte{}), testNow); !errors.Is(err, errTokenInvalid) {
 		t.Errorf("token signed with an empty key: got %v, want %v", err, errTokenInvalid)
 	}
 	old := signToken(testKey, tokenClaims{Sub: "ada@example.com", IssuedAt: testNow, ExpiresAt: future})
 	for _, keys := range [][][]byte{{newKey}, nil, {{}}, {nil, newKey}} {
-		if _, err := verifyToken(old, keys, testNow); !errors.Is(err, errTokenInvalid) {
+		if _, err := verifyToken(old, newTokenKeys(keys...), testNow); !errors.Is(err, errTokenInvalid) {
 			t.Errorf("keys %q: got %v, want %v", keys, err, errTokenInvalid)
 		}
 	}
@@ -340,7 +343,7 @@ func TestSignTokenRoundTrip(t *testing.T) {
 	if !strings.HasPrefix(token, "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.") {
 		t.Errorf("header segment of %q is not the canonical one", token)
 	}
-	out, err := verifyToken(token, [][]byte{testKey}, testNow)
+	out, err := verifyToken(token, newTokenKeys(testKey), testNow)
 	if err != nil {
 		t.Fatalf("verifyToken: %v", err)
 	}
@@ -385,7 +388,7 @@ func TestVerifyTokenPython(t *testing.T) {
 		{pythonToken, time.Date(2026, 1, 2, 4, 4, 5, 0, time.UTC)},
 		{pythonTokenMicro, time.Date(2026, 1, 2, 4, 4, 5, 123456000, time.UTC)},
 	}
-	keys := [][]byte{testKey}
+	keys := newTokenKeys(testKey)
 	for _, tt := range tests {
 		c, err := verifyToken(tt.token, keys, tt.exp.Add(-time.Nanosecond))
 		if err != nil {
@@ -405,7 +408,7 @@ func TestVerifySignatureRFC7515(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	header, payload, err := verifySignature(rfcToken, [][]byte{key})
+	header, payload, err := verifySignature(rfcToken, newTokenKeys(key))
 	if err != nil {
 		t.Fatalf("verifySignature: %v", err)
 	}
@@ -421,11 +424,11 @@ func TestVerifySignatureRFC7515(t *testing.T) {
 		t.Errorf("payload = %q, want %q", data, want)
 	}
 	// The example has no sub, which myapi requires.
-	_, err = verifyToken(rfcToken, [][]byte{key}, time.Unix(1300819379, 0))
+	_, err = verifyToken(rfcToken, newTokenKeys(key), time.Unix(1300819379, 0))
 	if !errors.Is(err, errTokenInvalid) || !strings.Contains(err.Error(), "no sub") {
 		t.Errorf("verifyToken: got %v, want %v for the missing sub", err, errTokenInvalid)
 	}
-	if _, _, err := verifySignature(rfcToken, [][]byte{testKey}); !errors.Is(err, errTokenInvalid) {
+	if _, _, err := verifySignature(rfcToken, newTokenKeys(testKey)); !errors.Is(err, errTokenInvalid) {
 		t.Errorf("verifySignature with another key: got %v, want %v", err, errTokenInvalid)
 	}
 }
@@ -504,7 +507,7 @@ func FuzzVerifyToken(f *testing.F) {
 	} {
 		f.Add(token)
 	}
-	keys := [][]byte{testKey}
+	keys := newTokenKeys(testKey)
 	f.Fuzz(func(t *testing.T, token string) {
 		c, err := verifyToken(token, keys, testNow)
 		if err != nil {
@@ -618,7 +621,7 @@ func BenchmarkSignToken(b *testing.B) {
 
 func BenchmarkVerifyToken(b *testing.B) {
 	token := signToken(testKey, tokenClaims{Sub: "ada@example.com", Name: "Ada Lovelace", IssuedAt: testNow, ExpiresAt: future})
-	keys := [][]byte{testKey}
+	keys := newTokenKeys(testKey)
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := verifyToken(token, keys, testNow); err != nil {
@@ -630,7 +633,7 @@ func BenchmarkVerifyToken(b *testing.B) {
 // BenchmarkVerifyTokenForged measures what a token with a bad MAC costs.
 func BenchmarkVerifyTokenForged(b *testing.B) {
 	token := sign([]byte("another-key-0123456789abcdef-012345"), enc(hdr)+"."+enc(valid))
-	keys := [][]byte{testKey}
+	keys := newTokenKeys(testKey)
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := verifyToken(token, keys, testNow); err == nil {
