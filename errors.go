@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"log/slog"
 	"net/http"
 )
@@ -59,9 +61,10 @@ func unauthorized(w http.ResponseWriter, r *http.Request, challenge, detail stri
 
 // serviceUnavailable answers 503 when the database fails. The cause goes to
 // the log, never to the client. A query cut short because the client went
-// away is no fault of the database, and logged as such.
+// away (its context canceled, where the query budget's deadline would have
+// passed) is no fault of the database, and logged as such.
 func serviceUnavailable(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
-	if r.Context().Err() != nil {
+	if errors.Is(r.Context().Err(), context.Canceled) {
 		log.LogAttrs(r.Context(), slog.LevelInfo, "client went away", slog.String("error", err.Error()))
 	} else {
 		log.LogAttrs(r.Context(), slog.LevelError, "database unavailable", slog.String("error", err.Error()))

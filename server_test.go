@@ -241,14 +241,16 @@ func TestBusyPoolAnswers503(t *testing.T) {
 
 // TestQueriesShareOneTimeout slows both of a request's queries: the user
 // lookup waits 2 s for a lock, the movie query for good. The request must
-// still be answered 503 within the one query timeout, not 2 s + 3 s.
+// still be answered 503 within the one query timeout, not 2 s + 3 s, and
+// the timeout logged as the database's fault.
 func TestQueriesShareOneTimeout(t *testing.T) {
 	t.Parallel()
 	dsn := newTestDatabase(t)
 	createUser(t, testEnv(t, dsn), "Ada", "ada@example.com", "correct horse")
 	db := openTestDB(t, dsn)
 	key := []byte(testTokenKey)
-	h := newHandler(deps{log: newLogger(io.Discard, "text"), store: &store{db: db}, keys: [][]byte{key},
+	var logs syncBuffer
+	h := newHandler(deps{log: newLogger(&logs, "text"), store: &store{db: db}, keys: [][]byte{key},
 		tokenTTL: time.Hour, now: time.Now, logins: newLoginGuard(4, nil, 1)})
 	now := time.Now()
 	token := signToken(key, tokenClaims{Sub: "ada@example.com", IssuedAt: now, ExpiresAt: now.Add(time.Hour)})
@@ -277,6 +279,9 @@ func TestQueriesShareOneTimeout(t *testing.T) {
 	}
 	if d := time.Since(start); d > queryTimeout+time.Second {
 		t.Errorf("answered after %v, want within the query timeout, %v", d, queryTimeout)
+	}
+	if got := logs.String(); !strings.Contains(got, "level=ERROR msg=\"database unavailable\"") {
+		t.Errorf("log after the timeout:\n%s", got)
 	}
 }
 

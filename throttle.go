@@ -183,19 +183,17 @@ func (g *loginGuard) entryLocked(key string, now time.Time) *failureCount {
 
 // fail ends an attempt that failed: it counts for the client and the account.
 func (g *loginGuard) fail(client, account string) {
-	g.end(client, account, func(f *failureCount) { f.n++ })
+	g.end(client, account, func(_ string, f *failureCount) { f.n++ })
 }
 
 // succeed ends an attempt that succeeded: the account's failures clear; the
 // client's stay, or one valid account would let an attacker reset them.
 func (g *loginGuard) succeed(client, account string) {
-	g.end(client, account, nil)
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if f := g.failures["a:"+account]; f != nil {
-		f.n = 0
-		g.dropIfEmptyLocked("a:" + account)
-	}
+	g.end(client, account, func(key string, f *failureCount) {
+		if strings.HasPrefix(key, "a:") {
+			f.n = 0
+		}
+	})
 }
 
 // release ends an attempt that was never judged (no bcrypt slot, or the
@@ -204,14 +202,17 @@ func (g *loginGuard) release(client, account string) {
 	g.end(client, account, nil)
 }
 
-func (g *loginGuard) end(client, account string, judge func(*failureCount)) {
+// end ends an attempt, judged by judge unless nil, and wakes the attempts
+// waiting on its entries. The judgement and the wake-up are one locked
+// step, so a waiter never wakes to a count about to change.
+func (g *loginGuard) end(client, account string, judge func(key string, f *failureCount)) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	for _, key := range []string{"c:" + client, "a:" + account} {
 		if f := g.failures[key]; f != nil {
 			f.inFlight = max(0, f.inFlight-1)
 			if judge != nil {
-				judge(f)
+				judge(key, f)
 			}
 			if f.ended != nil {
 				close(f.ended) // wake the attempts waiting on this entry
