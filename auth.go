@@ -50,9 +50,16 @@ type loginForm struct {
 func handleToken(log *slog.Logger, s *store, guard *loginGuard, key []byte, ttl time.Duration, now func() time.Time) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		form, err := readLoginForm(w, r)
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			errorResponse(w, r, http.StatusRequestEntityTooLarge, "Request body too large")
+		if err != nil {
+			// What is left of the body, if anything, is not read: the
+			// connection closes after the answer.
+			w.Header().Set("Connection", "close")
+			var tooLarge *http.MaxBytesError
+			if errors.As(err, &tooLarge) {
+				errorResponse(w, r, http.StatusRequestEntityTooLarge, "Request body too large")
+			} else {
+				errorResponse(w, r, http.StatusBadRequest, "There was an error parsing the body")
+			}
 			return
 		}
 		if problems := form.validate(); problems != nil {
@@ -107,8 +114,16 @@ func handleToken(log *slog.Logger, s *store, guard *loginGuard, key []byte, ttl 
 
 // readLoginForm reads a urlencoded or multipart form of at most
 // maxBodyBytes. Anything that is not a form reads as an empty one, which
-// validate then reports field by field, as the original does.
+// validate then reports field by field, as the original does. The error is
+// an *http.MaxBytesError for a body over the limit, which a declared
+// Content-Length shows before a byte is read, and otherwise a body that
+// could not be read (cut short, too slow) or a multipart body that could
+// not be parsed (malformed, or more than mime/multipart's 1000 parts),
+// which the original answers 400 too.
 func readLoginForm(w http.ResponseWriter, r *http.Request) (loginForm, error) {
+	if r.ContentLength > maxBodyBytes {
+		return loginForm{}, &http.MaxBytesError{Limit: maxBodyBytes}
+	}
 	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
 	mediaType, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	var form url.Values
@@ -121,7 +136,12 @@ func readLoginForm(w http.ResponseWriter, r *http.Request) (loginForm, error) {
 		form = parseQuery(string(body))
 	case "multipart/form-data":
 		if err := r.ParseMultipartForm(maxBodyBytes); err != nil {
-			return loginForm{}, err
+			// A parse error may come before the limit would have: a body
+			// over it is still 413.
+			if _, rest := io.Copy(io.Discard, r.Body); rest != nil {
+				err = rest
+			}
+			return loginForm{}, fmt.Errorf("parse multipart form: %w", err)
 		}
 		form = r.MultipartForm.Value
 	default:

@@ -1,12 +1,14 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"mime/multipart"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -200,6 +202,98 @@ func TestLoginBodyLimit(t *testing.T) {
 	json := `{"username":"` + strings.Repeat("x", maxBodyBytes) + `"}`
 	app.do(t, "POST", "/token", http.Header{"Content-Type": {"application/json"}}, strings.NewReader(json)).
 		expect(t, 413, `{"detail":"Request body too large"}`)
+}
+
+// TestLoginBodyErrors covers bodies that cannot be read as a form: none
+// waits for the read timeout, and none reads as an empty form (422).
+func TestLoginBodyErrors(t *testing.T) {
+	t.Parallel()
+	app := startApp(t, testEnv(t, newTestDatabase(t)))
+	const (
+		tooLarge = `{"detail":"Request body too large"}`
+		badBody  = `{"detail":"There was an error parsing the body"}`
+	)
+
+	// More parts than mime/multipart reads, in a body under the limit,
+	// against a control with fewer.
+	multipartHeader := http.Header{"Content-Type": {"multipart/form-data; boundary=b"}}
+	app.do(t, "POST", "/token", multipartHeader, bytes.NewReader(smallParts(900))).
+		expect(t, 401, `{"detail":"Incorrect username or password"}`)
+	parts := smallParts(1001)
+	if len(parts) > maxBodyBytes {
+		t.Fatalf("the test's body is %d bytes, over the limit", len(parts))
+	}
+	app.do(t, "POST", "/token", multipartHeader, bytes.NewReader(parts)).expect(t, 400, badBody)
+
+	// The same parts past the limit, sent without a Content-Length: 413.
+	padded := io.MultiReader(bytes.NewReader(parts), strings.NewReader(strings.Repeat("x", maxBodyBytes)))
+	app.do(t, "POST", "/token", multipartHeader, padded).expect(t, 413, tooLarge)
+
+	noBoundary := http.Header{"Content-Type": {"multipart/form-data"}}
+	app.do(t, "POST", "/token", noBoundary, strings.NewReader("username=a&password=b")).expect(t, 400, badBody)
+
+	// A declared length over the limit is refused before the body comes.
+	addr := strings.TrimPrefix(app.url, "http://")
+	head := "POST /token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+	res := rawExchange(t, addr, head+"Content-Length: 100000\r\n\r\nusername=a", false)
+	expectRaw(t, res, 413, tooLarge)
+
+	// A body cut short is a bad request, answered at once.
+	res = rawExchange(t, addr, head+"Content-Length: 100\r\n\r\nusername=a", true)
+	expectRaw(t, res, 400, badBody)
+}
+
+// smallParts is a multipart body with boundary "b": n one-byte parts,
+// then a username and a password.
+func smallParts(n int) []byte {
+	var b bytes.Buffer
+	part := func(name, value string) {
+		fmt.Fprintf(&b, "--b\r\nContent-Disposition: form-data; name=%s\r\n\r\n%s\r\n", name, value)
+	}
+	for range n {
+		part("s", "x")
+	}
+	part("username", "a@b.c")
+	part("password", "12345678")
+	b.WriteString("--b--\r\n")
+	return b.Bytes()
+}
+
+// rawExchange writes req on a new connection, half-closes it when
+// closeWrite is set, and reads the answer, which must come within 3s.
+func rawExchange(t *testing.T, addr, req string, closeWrite bool) *http.Response {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	if _, err := io.WriteString(conn, req); err != nil {
+		t.Fatal(err)
+	}
+	if closeWrite {
+		conn.(*net.TCPConn).CloseWrite()
+	}
+	conn.SetReadDeadline(time.Now().Add(3 * time.Second))
+	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("no answer: %v", err)
+	}
+	return res
+}
+
+func expectRaw(t *testing.T, res *http.Response, status int, body string) {
+	t.Helper()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatalf("read body: %v", err)
+	}
+	if res.StatusCode != status || string(b) != body {
+		t.Errorf("got %d %s\nwant %d %s", res.StatusCode, b, status, body)
+	}
+	if !res.Close {
+		t.Error("the connection stays open with the body unread")
+	}
 }
 
 func TestLoginThrottle(t *testing.T) {

@@ -283,6 +283,12 @@ func TestServeOperationalRoutes(t *testing.T) {
 		{"GET", "//healthz", 404, `{"detail":"Not Found"}`, nil},
 		{"GET", "/token/../healthz", 404, `{"detail":"Not Found"}`, nil},
 		{"GET", "/./healthz", 404, `{"detail":"Not Found"}`, nil},
+		// Escaped paths route as their decoded form, as in the original.
+		{"GET", "/%68ealthz", 200, `{"status":"ok"}`, nil},
+		{"GET", "/movies%2Fnew?year=1&rating=2", 401, `{"detail":"Invalid token"}`, map[string]string{"WWW-Authenticate": "Bearer"}},
+		{"GET", "/movies%2F?movie_id=1", 401, `{"detail":"Invalid token"}`, nil},
+		{"POST", "/token%2F", 307, ``, map[string]string{"Location": "/token"}},
+		{"GET", "/movies%2F..%2Fhealthz", 404, `{"detail":"Not Found"}`, nil},
 	}
 	for _, c := range cases {
 		res := app.do(t, c.method, c.path, nil, nil)

@@ -239,6 +239,8 @@ type exampleRequest struct {
 	// Form holds "name=value" fields, sent urlencoded. Present but empty,
 	// it is an empty form.
 	Form []string `json:"form"`
+	// ContentType replaces the form's Content-Type.
+	ContentType string `json:"contentType"`
 	// PadBytes adds a field of that many bytes to the form.
 	PadBytes int `json:"padBytes"`
 	// Repeat is how many times the request is sent: the example is the
@@ -436,6 +438,9 @@ func (op docsOperation) CurlFor(x *exampleRequest) string {
 	}
 	if x.Authorization != "" {
 		args = append(args, "-H "+shellQuote("Authorization: "+x.Authorization))
+	}
+	if x.ContentType != "" {
+		args = append(args, "-H "+shellQuote("Content-Type: "+x.ContentType))
 	}
 	target := docsBaseURL + op.Path
 	if x.Query != "" {

@@ -321,6 +321,9 @@ func exampleHTTPRequest(t *testing.T, ex documentedExample, vars *strings.Replac
 		fields = append(fields, "pad="+strings.Repeat("x", x.PadBytes))
 	}
 	header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if x.ContentType != "" {
+		header.Set("Content-Type", x.ContentType)
+	}
 	return target, header, strings.NewReader(strings.Join(fields, "&"))
 }
 
@@ -683,7 +686,7 @@ func checkKeywords(t *testing.T, at string, schema any) {
 // exampleRequestFields are the members of x-request that the replay and
 // the page understand: a misspelt one would otherwise be ignored.
 var exampleRequestFields = map[string]bool{
-	"query": true, "authorization": true, "form": true, "padBytes": true, "repeat": true, "database": true,
+	"query": true, "authorization": true, "form": true, "contentType": true, "padBytes": true, "repeat": true, "database": true,
 }
 
 func checkExampleRequest(t *testing.T, at string, v any) {
@@ -916,6 +919,8 @@ func TestDocsCurlCommands(t *testing.T) {
 		{post, exampleRequest{Form: []string{}}, `curl -s -X POST http://127.0.0.1:8000/token -d ''`},
 		{post, exampleRequest{Form: []string{"username=a"}, PadBytes: 10},
 			`curl -s -X POST http://127.0.0.1:8000/token -d username=a -d "pad=$(head -c 10 /dev/zero | tr '\0' x)"`},
+		{post, exampleRequest{ContentType: "multipart/form-data", Form: []string{"username=a"}},
+			`curl -s -X POST -H 'Content-Type: multipart/form-data' http://127.0.0.1:8000/token -d username=a`},
 		{get, exampleRequest{Query: "movie_id=1", Authorization: "Bearer $TOKEN"},
 			`curl -s -H "Authorization: Bearer $TOKEN" 'http://127.0.0.1:8000/movies/?movie_id=1'`},
 		{get, exampleRequest{Authorization: "Bearer not.a.token"},

@@ -42,7 +42,7 @@ func newHandler(d deps) http.Handler {
 	mux.Handle("GET /docs", handleDocs())
 	mux.Handle("/", handleNoRoute(mux))
 
-	return withMiddleware(d.log, cleanPathsOnly(mux))
+	return withMiddleware(d.log, decodedPaths(mux))
 }
 
 // withMiddleware wraps h in what every request goes through.
@@ -128,10 +128,12 @@ func allowedMethods(mux *http.ServeMux, r *http.Request, path string) []string {
 	return allow
 }
 
-// cleanPathsOnly answers 404 for a path that "//", "/./" or "/../" would
-// make another: ServeMux would redirect it to the clean path with an HTML
-// body, where the original finds no route.
-func cleanPathsOnly(h http.Handler) http.Handler {
+// decodedPaths routes every request by its decoded path, as the original
+// does. An escaped "/" ("%2F") is a "/" like any other, where ServeMux
+// would keep it inside a segment and match no route. A path that "//",
+// "/./" or "/../" would make another is 404: ServeMux would redirect it to
+// the clean path with an HTML body, where the original finds no route.
+func decodedPaths(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p := r.URL.Path
 		clean := path.Clean(p)
@@ -141,6 +143,12 @@ func cleanPathsOnly(h http.Handler) http.Handler {
 		if strings.HasPrefix(p, "/") && clean != p {
 			errorResponse(w, r, http.StatusNotFound, "Not Found")
 			return
+		}
+		if r.URL.RawPath != "" {
+			u := *r.URL
+			u.RawPath = ""
+			r = r.WithContext(r.Context())
+			r.URL = &u
 		}
 		h.ServeHTTP(w, r)
 	})
