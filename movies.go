@@ -92,7 +92,10 @@ func queryInt(q url.Values, name string, problems *[]fieldError) int32 {
 		return 0
 	}
 	n, err := strconv.ParseInt(pythonNumber(s), 10, 32)
-	if err != nil {
+	// The original's validator refuses a string of more than 4300
+	// characters before reading it (Python's int() limit, CVE-2020-10735),
+	// even one that pads a small number with zeros or spaces.
+	if err != nil || utf8.RuneCountInString(s) > 4300 {
 		*problems = append(*problems, notInteger("query", name))
 		return 0
 	}

@@ -65,11 +65,12 @@ func TestGetMovie(t *testing.T) {
 		{"/movies/?movie_id=404", 404, `{"detail":"Movie not found"}`},
 		{"/movies/?movie_id=-1", 404, `{"detail":"Movie not found"}`},
 		{"/movies/?movie_id=2147483647", 404, `{"detail":"Movie not found"}`},
+		{"/movies/?movie_id=" + strings.Repeat("0", 4299) + "1", 200, shawshank},
 		{"/movies/", 422, `{"detail":[{"loc":["query","movie_id"],"msg":"field required","type":"value_error.missing"}]}`},
 		{"/movies/?movie_id", 422, `{"detail":[{"loc":["query","movie_id"],"msg":"value is not a valid integer","type":"type_error.integer"}]}`},
 	}
 	notInt := `{"detail":[{"loc":["query","movie_id"],"msg":"value is not a valid integer","type":"type_error.integer"}]}`
-	for _, bad := range []string{"abc", "1.5", "", "2147483648", "-2147483649", "99999999999999999999", "0x10", "1e3", "%00", "_1", "1__0", "%zz", "1%", "1;x", "5&movie_id=%zz"} {
+	for _, bad := range []string{"abc", "1.5", "", "2147483648", "-2147483649", "99999999999999999999", "0x10", "1e3", "%00", "_1", "1__0", "%zz", "1%", "1;x", "5&movie_id=%zz", strings.Repeat("0", 4300) + "1"} {
 		cases = append(cases, struct {
 			path   string
 			status int
