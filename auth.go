@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"mime"
+	"mime/multipart"
 	"net/http"
 	"net/mail"
 	"net/url"
@@ -51,8 +52,8 @@ func handleToken(log *slog.Logger, s *store, guard *loginGuard, key []byte, ttl 
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		form, err := readLoginForm(w, r)
 		if err != nil {
-			// What is left of the body, if anything, is not read: the
-			// connection closes after the answer.
+			// The connection closes after the answer, so that what is
+			// left of the body, if anything, need not be read.
 			w.Header().Set("Connection", "close")
 			var tooLarge *http.MaxBytesError
 			if errors.As(err, &tooLarge) {
@@ -135,15 +136,11 @@ func readLoginForm(w http.ResponseWriter, r *http.Request) (loginForm, error) {
 		}
 		form = parseQuery(string(body))
 	case "multipart/form-data":
-		if err := r.ParseMultipartForm(maxBodyBytes); err != nil {
-			// A parse error may come before the limit would have: a body
-			// over it is still 413.
-			if _, rest := io.Copy(io.Discard, r.Body); rest != nil {
-				err = rest
-			}
-			return loginForm{}, fmt.Errorf("parse multipart form: %w", err)
+		values, err := readMultipart(r)
+		if err != nil {
+			return loginForm{}, err
 		}
-		form = r.MultipartForm.Value
+		form = values
 	default:
 		// Read it anyway, so that an oversized body is 413 whatever its type.
 		_, err := io.Copy(io.Discard, r.Body)
@@ -159,6 +156,26 @@ func readLoginForm(w http.ResponseWriter, r *http.Request) (loginForm, error) {
 		return v[len(v)-1]
 	}
 	return loginForm{Username: last("username"), Password: last("password"), GrantType: last("grant_type")}, nil
+}
+
+// readMultipart reads a multipart form's values. It reads the body alone:
+// r.ParseMultipartForm would also parse the query string and fail on one
+// that url.ParseQuery refuses, though only the body counts here.
+func readMultipart(r *http.Request) (url.Values, error) {
+	mr, err := r.MultipartReader()
+	if err == nil {
+		var f *multipart.Form
+		if f, err = mr.ReadForm(maxBodyBytes); err == nil {
+			defer f.RemoveAll()
+			return f.Value, nil
+		}
+	}
+	// A parse error may come before the limit would have: a body over it
+	// is still 413.
+	if _, rest := io.Copy(io.Discard, r.Body); rest != nil {
+		err = rest
+	}
+	return nil, fmt.Errorf("read multipart form: %w", err)
 }
 
 // validate lists the form's problems in the order the original does.

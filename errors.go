@@ -60,12 +60,14 @@ func unauthorized(w http.ResponseWriter, r *http.Request, challenge, detail stri
 }
 
 // serviceUnavailable answers 503 when the database fails. The cause goes to
-// the log, never to the client. A query cut short because the client went
+// the log, never to the client. A query canceled because the client went
 // away (its context canceled, where the query budget's deadline would have
-// passed) is no fault of the database, and logged as such.
+// passed) need not be the database's fault, and is logged as a warning:
+// an operator still sees it when it comes of a database that hangs for
+// clients that do not wait as long as the query budget.
 func serviceUnavailable(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
-	if errors.Is(r.Context().Err(), context.Canceled) {
-		log.LogAttrs(r.Context(), slog.LevelInfo, "client went away", slog.String("error", err.Error()))
+	if errors.Is(err, context.Canceled) && errors.Is(r.Context().Err(), context.Canceled) {
+		log.LogAttrs(r.Context(), slog.LevelWarn, "query canceled: client went away", slog.String("error", err.Error()))
 	} else {
 		log.LogAttrs(r.Context(), slog.LevelError, "database unavailable", slog.String("error", err.Error()))
 	}

@@ -312,7 +312,7 @@ func TestClientGoneIsNotADatabaseFault(t *testing.T) {
 	r := httptest.NewRequestWithContext(ctx, "GET", "/movies/?movie_id=1", nil)
 	r.Header.Set("Authorization", "Bearer "+token)
 	h.ServeHTTP(httptest.NewRecorder(), r)
-	if got := logs.String(); !strings.Contains(got, "client went away") || strings.Contains(got, "database unavailable") {
+	if got := logs.String(); !strings.Contains(got, `level=WARN msg="query canceled: client went away"`) || strings.Contains(got, "database unavailable") {
 		t.Errorf("log after the client left:\n%s", got)
 	}
 }

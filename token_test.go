@@ -324,6 +324,11 @@ func TestVerifyTokenKeyRotation(t *testing.T) {
 	if _, err := verifyToken(unkeyed, newTokenKeys(testKey, nil, []byte{}), testNow); !errors.Is(err, errTokenInvalid) {
 		t.Errorf("token signed with an empty key: got %v, want %v", err, errTokenInvalid)
 	}
+	// verifyToken refuses it even from keys built without newTokenKeys.
+	empty := tokenKeys{{key: nil, keyed: hmac.New(sha256.New, nil)}}
+	if _, err := verifyToken(unkeyed, empty, testNow); !errors.Is(err, errTokenInvalid) {
+		t.Errorf("token signed with an empty key, verified by an empty tokenKey: got %v, want %v", err, errTokenInvalid)
+	}
 	old := signToken(testKey, tokenClaims{Sub: "ada@example.com", IssuedAt: testNow, ExpiresAt: future})
 	for _, keys := range [][][]byte{{newKey}, nil, {{}}, {nil, newKey}} {
 		if _, err := verifyToken(old, newTokenKeys(keys...), testNow); !errors.Is(err, errTokenInvalid) {
