@@ -284,15 +284,15 @@ func rawExchange(t *testing.T, addr, req string, closeWrite bool) *http.Response
 	return res
 }
 
+// expectRaw is response.expect for rawExchange's answer, which must also
+// close the connection.
 func expectRaw(t *testing.T, res *http.Response, status int, body string) {
 	t.Helper()
 	b, err := io.ReadAll(res.Body)
 	if err != nil {
 		t.Fatalf("read body: %v", err)
 	}
-	if res.StatusCode != status || string(b) != body {
-		t.Errorf("got %d %s\nwant %d %s", res.StatusCode, b, status, body)
-	}
+	response{status: res.StatusCode, header: res.Header, body: string(b)}.expect(t, status, body)
 	if !res.Close {
 		t.Error("the connection stays open with the body unread")
 	}

@@ -320,10 +320,11 @@ func exampleHTTPRequest(t *testing.T, ex documentedExample, vars *strings.Replac
 	if x.PadBytes > 0 {
 		fields = append(fields, "pad="+strings.Repeat("x", x.PadBytes))
 	}
-	header.Set("Content-Type", "application/x-www-form-urlencoded")
+	contentType := "application/x-www-form-urlencoded"
 	if x.ContentType != "" {
-		header.Set("Content-Type", x.ContentType)
+		contentType = x.ContentType
 	}
+	header.Set("Content-Type", contentType)
 	return target, header, strings.NewReader(strings.Join(fields, "&"))
 }
 
