@@ -1,19 +1,18 @@
 package main
 
 import (
-	"bufio"
 	"context"
+	"crypto/rand"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"mime"
 	"mime/multipart"
 	"net/http"
-	"net/mail"
+	"net/netip"
 	"net/url"
-	"strconv"
+	"runtime"
 	"strings"
 	"time"
 
@@ -48,79 +47,58 @@ type loginForm struct {
 }
 
 // handleToken is POST /token: the OAuth2 password grant.
-func handleToken(log *slog.Logger, s *store, guard *loginGuard, key []byte, ttl time.Duration, now func() time.Time) http.Handler {
+func handleToken(log *slog.Logger, s *store, bc *bcryptLimiter, trusted []netip.Prefix, key []byte, ttl time.Duration, now func() time.Time) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		form, err := readLoginForm(w, r)
 		if err != nil {
-			// The connection closes after the answer, so that what is
-			// left of the body, if anything, need not be read.
-			w.Header().Set("Connection", "close")
-			var tooLarge *http.MaxBytesError
-			if errors.As(err, &tooLarge) {
-				errorResponse(w, r, http.StatusRequestEntityTooLarge, "Request body too large")
-			} else {
-				errorResponse(w, r, http.StatusBadRequest, "There was an error parsing the body")
-			}
+			unreadableBody(w, r, err)
 			return
 		}
 		if problems := form.validate(); problems != nil {
 			validationFailed(w, r, problems)
 			return
 		}
-
-		client, account := guard.clientKey(r), accountKey(form.Username)
-		wait, err := guard.attempt(r.Context(), client, account, now)
-		if err != nil { // too long a wait for the attempts in flight
-			w.Header().Set("Retry-After", "1")
-			errorResponse(w, r, http.StatusServiceUnavailable, "Service unavailable")
-			return
-		}
-		if wait > 0 {
-			w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds()+0.999)))
-			errorResponse(w, r, http.StatusTooManyRequests, "Too many failed login attempts, try again later")
-			return
-		}
-
-		// The attempt ends exactly once, when the handler returns: a
-		// release unless it was judged, so that not even a panic leaves it
-		// counted as in flight.
-		end := guard.release
-		defer func() { end(client, account) }()
-
-		u, err := authenticate(r.Context(), s, guard, form.Username, form.Password)
-		switch {
-		case errors.Is(err, errBadCredentials):
-			end = guard.fail
-			log.LogAttrs(r.Context(), slog.LevelInfo, "login failed")
-			w.Header().Set("WWW-Authenticate", "Bearer")
-			errorResponse(w, r, http.StatusUnauthorized, "Incorrect username or password")
-			return
-		case errors.Is(err, errBusy):
-			w.Header().Set("Retry-After", "1")
-			errorResponse(w, r, http.StatusServiceUnavailable, "Service unavailable")
-			return
-		case err != nil:
+		keys := loginKeys{client: clientKey(clientAddr(r, trusted)), account: accountKey(form.Username)}
+		wait, err := s.startLogin(r.Context(), keys)
+		if err != nil {
 			serviceUnavailable(w, r, log, err)
 			return
 		}
-		end = guard.succeed
+		if wait > 0 {
+			tooManyLogins(w, r, wait)
+			return
+		}
 
-		t := now()
-		token := signToken(key, tokenClaims{Sub: u.Email, Name: u.Name, IssuedAt: t, ExpiresAt: t.Add(ttl)})
-		w.Header().Set("Cache-Control", "no-store")
-		w.Header().Set("Pragma", "no-cache")
-		writeJSON(w, http.StatusOK, tokenResponse{AccessToken: token, TokenType: "bearer"})
+		u, err := authenticate(r.Context(), s, bc, form.Username, form.Password)
+		if !errors.Is(err, errBadCredentials) {
+			// Only a wrong password keeps the failure startLogin counted.
+			if err := s.endLogin(r.Context(), keys, err == nil); err != nil {
+				log.LogAttrs(r.Context(), slog.LevelError, "end login attempt", slog.String("error", err.Error()))
+			}
+		}
+		switch {
+		case errors.Is(err, errBadCredentials):
+			log.LogAttrs(r.Context(), slog.LevelInfo, "login failed")
+			badCredentials(w, r)
+		case errors.Is(err, errBusy):
+			loginsBusy(w, r)
+		case err != nil:
+			serviceUnavailable(w, r, log, err)
+		default:
+			t := now()
+			token := signToken(key, tokenClaims{Sub: u.Email, Name: u.Name, IssuedAt: t, ExpiresAt: t.Add(ttl)})
+			w.Header().Set("Cache-Control", "no-store")
+			w.Header().Set("Pragma", "no-cache")
+			writeJSON(w, http.StatusOK, tokenResponse{AccessToken: token, TokenType: "bearer"})
+		}
 	})
 }
 
 // readLoginForm reads a urlencoded or multipart form of at most
-// maxBodyBytes. Anything that is not a form reads as an empty one, which
-// validate then reports field by field, as the original does. The error is
-// an *http.MaxBytesError for a body over the limit, which a declared
-// Content-Length shows before a byte is read, and otherwise a body that
-// could not be read (cut short, too slow) or a multipart body that could
-// not be parsed (malformed, or more than mime/multipart's 1000 parts),
-// which the original answers 400 too.
+// maxBodyBytes; anything else reads as an empty form, which validate then
+// reports field by field, as the original does. The error is an
+// *http.MaxBytesError for a body over the limit, or a body that could not
+// be read or parsed.
 func readLoginForm(w http.ResponseWriter, r *http.Request) (loginForm, error) {
 	if r.ContentLength > maxBodyBytes {
 		return loginForm{}, &http.MaxBytesError{Limit: maxBodyBytes}
@@ -146,21 +124,13 @@ func readLoginForm(w http.ResponseWriter, r *http.Request) (loginForm, error) {
 		_, err := io.Copy(io.Discard, r.Body)
 		return loginForm{}, err
 	}
-	// A repeated field counts by its last value, as in the original. Only
-	// the body counts, never the query string.
-	last := func(name string) string {
-		v := form[name]
-		if len(v) == 0 {
-			return ""
-		}
-		return v[len(v)-1]
-	}
+	// Only the body counts, never the query string.
+	last := func(name string) string { v, _ := lastValue(form, name); return v }
 	return loginForm{Username: last("username"), Password: last("password"), GrantType: last("grant_type")}, nil
 }
 
-// readMultipart reads a multipart form's values. It reads the body alone:
-// r.ParseMultipartForm would also parse the query string and fail on one
-// that url.ParseQuery refuses, though only the body counts here.
+// readMultipart reads a multipart form's values from the body alone:
+// r.ParseMultipartForm would also parse the query string.
 func readMultipart(r *http.Request) (url.Values, error) {
 	mr, err := r.MultipartReader()
 	if err == nil {
@@ -195,18 +165,6 @@ func (f loginForm) validate() []fieldError {
 	return problems
 }
 
-// accountKey is what the throttle counts an account's failures under: the
-// email folded to lower case, so that case variants count together, and
-// cut to the longest an email can be (RFC 5321), so that the throttle's
-// memory stays bounded whatever a client sends as a username.
-func accountKey(username string) string {
-	const maxEmailBytes = 254
-	if len(username) > maxEmailBytes {
-		username = username[:maxEmailBytes]
-	}
-	return strings.ToLower(username)
-}
-
 // errBadCredentials is an unknown email or a wrong password: the two are
 // one error, so that no response tells which accounts exist.
 var errBadCredentials = errors.New("incorrect username or password")
@@ -214,7 +172,7 @@ var errBadCredentials = errors.New("incorrect username or password")
 // authenticate returns the user whose email and password these are. For
 // an unknown email it still runs a bcrypt comparison, against a dummy
 // hash, so that the answer takes as long as for a wrong password.
-func authenticate(ctx context.Context, s *store, guard *loginGuard, email, password string) (user, error) {
+func authenticate(ctx context.Context, s *store, bc *bcryptLimiter, email, password string) (user, error) {
 	if len(password) > maxPasswordBytes {
 		return user{}, errBadCredentials
 	}
@@ -227,7 +185,7 @@ func authenticate(ctx context.Context, s *store, guard *loginGuard, email, passw
 	default:
 		hash = []byte(u.HashedPassword)
 	}
-	ok, err := guard.compare(ctx, hash, password)
+	ok, err := bc.compare(ctx, hash, password)
 	if err != nil {
 		return user{}, err
 	}
@@ -237,12 +195,48 @@ func authenticate(ctx context.Context, s *store, guard *loginGuard, email, passw
 	return u, nil
 }
 
-type userKey struct{}
+// bcryptWait is how long a login may queue for a bcrypt slot before it is
+// answered 503: under a flood of logins the cheap requests keep their CPU.
+const bcryptWait = 3 * time.Second
 
-// userFrom returns the user requireUser authenticated.
-func userFrom(ctx context.Context) (user, bool) {
-	u, ok := ctx.Value(userKey{}).(user)
-	return u, ok
+var errBusy = errors.New("too many logins in progress")
+
+// bcryptLimiter bounds how many bcrypt comparisons this process runs at
+// once, and holds the dummy hash that unknown emails are compared against.
+type bcryptLimiter struct {
+	slots     chan struct{}
+	dummyHash []byte
+}
+
+// newBcryptLimiter makes the dummy hash at cost, so that a login for an
+// unknown email costs what a wrong password costs.
+func newBcryptLimiter(cost, slots int) *bcryptLimiter {
+	dummy, err := bcrypt.GenerateFromPassword([]byte(rand.Text()), cost)
+	if err != nil {
+		panic("bcrypt: " + err.Error()) // only for a cost out of range, which config rules out
+	}
+	return &bcryptLimiter{slots: make(chan struct{}, max(1, slots)), dummyHash: dummy}
+}
+
+// compare runs one bcrypt comparison when a slot is free, waiting at most
+// bcryptWait for one. A nil hash compares against the dummy hash and
+// always fails.
+func (b *bcryptLimiter) compare(ctx context.Context, hash []byte, password string) (ok bool, err error) {
+	timer := time.NewTimer(bcryptWait)
+	defer timer.Stop()
+	select {
+	case b.slots <- struct{}{}:
+	case <-timer.C:
+		return false, errBusy
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+	defer func() { <-b.slots }()
+	if hash == nil {
+		bcrypt.CompareHashAndPassword(b.dummyHash, []byte(password))
+		return false, nil
+	}
+	return bcrypt.CompareHashAndPassword(hash, []byte(password)) == nil, nil
 }
 
 // requireUser lets a request through only with a valid bearer token
@@ -250,28 +244,29 @@ func userFrom(ctx context.Context) (user, bool) {
 // whose subject is still a user: deleting a user revokes their tokens.
 func requireUser(log *slog.Logger, s *store, keys tokenKeys, now func() time.Time, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Split at the first space, as the original does: "Bearer  t" is
+		// a token that starts with a space, and fails.
 		scheme, token, _ := strings.Cut(r.Header.Get("Authorization"), " ")
 		if !strings.EqualFold(scheme, "Bearer") {
-			unauthorized(w, r, "Bearer", "Invalid token")
+			noToken(w, r)
 			return
 		}
-		claims, err := verifyToken(strings.TrimSpace(token), keys, now())
+		claims, err := verifyToken(token, keys, now())
 		if errors.Is(err, errTokenExpired) {
-			unauthorized(w, r, `Bearer error="invalid_token"`, "Token expired")
+			tokenExpired(w, r)
 			return
 		}
 		if err != nil {
-			unauthorized(w, r, `Bearer error="invalid_token"`, "Invalid credentials")
+			invalidCredentials(w, r)
 			return
 		}
 		// One budget for all of the request's queries, this lookup and the
-		// handler's own, so that it is answered, 503 at worst, within
-		// queryTimeout, however many queries it makes.
+		// handler's own, so that it is answered within queryTimeout.
 		ctx, cancel := context.WithTimeout(r.Context(), queryTimeout)
 		defer cancel()
 		u, err := s.userByEmail(ctx, claims.Sub)
 		if errors.Is(err, errNotFound) || errors.Is(err, errNotText) {
-			unauthorized(w, r, `Bearer error="invalid_token"`, "Invalid credentials")
+			invalidCredentials(w, r)
 			return
 		}
 		if err != nil {
@@ -281,81 +276,22 @@ func requireUser(log *slog.Logger, s *store, keys tokenKeys, now func() time.Tim
 		if info := infoFrom(r.Context()); info != nil {
 			info.user = u.Email
 		}
-		u.HashedPassword = "" // nothing downstream needs it
-		h.ServeHTTP(w, r.WithContext(context.WithValue(ctx, userKey{}, u)))
+		h.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
 
-// runCreateUser is the create-user command.
-func runCreateUser(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("create-user", flag.ContinueOnError)
-	name := fs.String("name", "", "the user's name")
-	email := fs.String("email", "", "the user's email, their login")
-	password := fs.String("password", "", "the password (visible to other users of this machine: prefer -password-stdin)")
-	fromStdin := fs.Bool("password-stdin", false, "read the password from the first line of standard input")
-	if err := parseFlags(fs, args, stderr); err != nil {
-		return err
+// shareCores returns how many bcrypt comparisons may run at once: half the
+// cores, at least one, so that logins never take every core. Unless the
+// operator set GOMAXPROCS, it also gives the runtime one more P per slot: a
+// comparison holds its P for the quarter second it computes, and the cheap
+// requests would otherwise be left fewer Ps than cores (docs/performance.md).
+func shareCores(getenv func(string) string) (bcryptSlots int) {
+	if getenv("GOMAXPROCS") != "" {
+		return max(1, runtime.GOMAXPROCS(0)/2)
 	}
-	if (*password == "") == !*fromStdin {
-		fmt.Fprintln(stderr, "create-user: give exactly one of -password and -password-stdin")
-		fs.Usage()
-		return errUsage
-	}
-	if *fromStdin {
-		line, err := bufio.NewReader(stdin).ReadString('\n')
-		if err != nil && !(errors.Is(err, io.EOF) && line != "") {
-			return fmt.Errorf("create-user: read password from stdin: %w", err)
-		}
-		*password = strings.TrimRight(line, "\r\n")
-	}
-	if err := validateNewUser(*name, *email, *password); err != nil {
-		return fmt.Errorf("create-user: %w", err)
-	}
-
-	cfg, err := loadConfig(getenv)
-	if err != nil {
-		return err
-	}
-	hash, err := bcrypt.GenerateFromPassword([]byte(*password), cfg.BcryptCost)
-	if err != nil {
-		return fmt.Errorf("create-user: hash password: %w", err)
-	}
-	db, closeDB, err := openDatabase(ctx, cfg, newLogger(stderr, cfg.LogFormat))
-	if err != nil {
-		return fmt.Errorf("create-user: %w", err)
-	}
-	defer closeDB()
-	if err := migrate(ctx, db, cfg.Env == "dev"); err != nil {
-		return fmt.Errorf("create-user: %w", err)
-	}
-	id, err := (&store{db: db}).createUser(ctx, *name, *email, string(hash))
-	if errors.Is(err, errDuplicate) {
-		return fmt.Errorf("create-user: a user with email %s already exists", *email)
-	}
-	if err != nil {
-		return fmt.Errorf("create-user: %w", err)
-	}
-	fmt.Fprintf(stdout, "create-user: created user %d, %s\n", id, *email)
-	return nil
-}
-
-// validateNewUser checks a new user's fields. The email must be a bare
-// address (no display name), since it is stored as given and is the login.
-func validateNewUser(name, email, password string) error {
-	var problems []string
-	if strings.TrimSpace(name) == "" {
-		problems = append(problems, "-name is required")
-	} else if !isText(name) {
-		problems = append(problems, "-name must be UTF-8 text without NUL bytes")
-	}
-	if a, err := mail.ParseAddress(email); err != nil || a.Name != "" || a.Address != email {
-		problems = append(problems, fmt.Sprintf("-email %q is not an email address", email))
-	}
-	if n := len(password); n < minPasswordBytes || n > maxPasswordBytes {
-		problems = append(problems, fmt.Sprintf("the password must be %d to %d bytes long", minPasswordBytes, maxPasswordBytes))
-	}
-	if problems != nil {
-		return errors.New(strings.Join(problems, "; "))
-	}
-	return nil
+	runtime.SetDefaultGOMAXPROCS()
+	cores := runtime.GOMAXPROCS(0)
+	bcryptSlots = max(1, cores/2)
+	runtime.GOMAXPROCS(cores + bcryptSlots)
+	return bcryptSlots
 }

@@ -2,9 +2,13 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
+	"strconv"
+	"strings"
+	"time"
 )
 
 // The whole error vocabulary of the API, in FastAPI's shape: {"detail": ...},
@@ -21,12 +25,114 @@ func errorResponse(w http.ResponseWriter, r *http.Request, status int, detail an
 	}{detail})
 }
 
+func notFound(w http.ResponseWriter, r *http.Request) {
+	errorResponse(w, r, http.StatusNotFound, "Not Found")
+}
+
+func movieNotFound(w http.ResponseWriter, r *http.Request) {
+	errorResponse(w, r, http.StatusNotFound, "Movie not found")
+}
+
+func methodNotAllowed(w http.ResponseWriter, r *http.Request, allow []string) {
+	w.Header().Set("Allow", strings.Join(allow, ", "))
+	errorResponse(w, r, http.StatusMethodNotAllowed, "Method Not Allowed")
+}
+
+// The 401s carry RFC 6750's challenge: a bare "Bearer" when no
+// credentials came, error="invalid_token" when bad ones did (§3.1).
+
+func noToken(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("WWW-Authenticate", "Bearer")
+	errorResponse(w, r, http.StatusUnauthorized, "Invalid token")
+}
+
+func invalidCredentials(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+	errorResponse(w, r, http.StatusUnauthorized, "Invalid credentials")
+}
+
+func tokenExpired(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+	errorResponse(w, r, http.StatusUnauthorized, "Token expired")
+}
+
+// badCredentials is the one answer for an unknown email and a wrong password.
+func badCredentials(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("WWW-Authenticate", "Bearer")
+	errorResponse(w, r, http.StatusUnauthorized, "Incorrect username or password")
+}
+
+func tooManyLogins(w http.ResponseWriter, r *http.Request, wait time.Duration) {
+	w.Header().Set("Retry-After", strconv.Itoa(int((wait+time.Second-1)/time.Second)))
+	errorResponse(w, r, http.StatusTooManyRequests, "Too many failed login attempts, try again later")
+}
+
+// loginsBusy answers a login that found no free bcrypt slot in time.
+func loginsBusy(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Retry-After", "1")
+	errorResponse(w, r, http.StatusServiceUnavailable, "Service unavailable")
+}
+
+// unreadableBody answers a body over the limit with 413, and one that
+// could not be read or parsed with 400, as FastAPI does. The connection
+// closes, so that what is left of the body need not be read.
+func unreadableBody(w http.ResponseWriter, r *http.Request, err error) {
+	w.Header().Set("Connection", "close")
+	var tooLarge *http.MaxBytesError
+	if errors.As(err, &tooLarge) {
+		errorResponse(w, r, http.StatusRequestEntityTooLarge, "Request body too large")
+		return
+	}
+	errorResponse(w, r, http.StatusBadRequest, "There was an error parsing the body")
+}
+
+// serviceUnavailable answers 503 when the database fails. The cause goes to
+// the log, never to the client: an error, or a warning when the query was
+// canceled because the client went away.
+func serviceUnavailable(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
+	if errors.Is(err, context.Canceled) && errors.Is(r.Context().Err(), context.Canceled) {
+		log.LogAttrs(r.Context(), slog.LevelWarn, "query canceled: client went away", slog.String("error", err.Error()))
+	} else {
+		log.LogAttrs(r.Context(), slog.LevelError, "database unavailable", slog.String("error", err.Error()))
+	}
+	errorResponse(w, r, http.StatusServiceUnavailable, "Service unavailable")
+}
+
+// internalError answers a panic; recoverPanics logs the stack.
+func internalError(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Connection", "close")
+	errorResponse(w, r, http.StatusInternalServerError, "Internal Server Error")
+}
+
+// validationFailed answers 422 with the list of problems.
+func validationFailed(w http.ResponseWriter, r *http.Request, problems []fieldError) {
+	errorResponse(w, r, http.StatusUnprocessableEntity, fieldErrors(problems))
+}
+
 // fieldError is one entry of a 422 validation list.
 type fieldError struct {
 	Loc  []string          `json:"loc"`
 	Msg  string            `json:"msg"`
 	Type string            `json:"type"`
 	Ctx  map[string]string `json:"ctx,omitempty"`
+}
+
+// fieldErrors is a validation list. It is JSON in responses and JSON logs,
+// and one line a person reads in text logs:
+// "query.year: value is not a valid integer; query.rating: field required".
+type fieldErrors []fieldError
+
+func (e fieldErrors) MarshalJSON() ([]byte, error) { return json.Marshal([]fieldError(e)) }
+
+func (e fieldErrors) MarshalText() ([]byte, error) {
+	var b []byte
+	for i, f := range e {
+		if i > 0 {
+			b = append(b, "; "...)
+		}
+		b = append(b, strings.Join(f.Loc, ".")+": "+f.Msg...)
+	}
+	return b, nil
 }
 
 // The validation problems the API reports, with the original's wording.
@@ -45,31 +151,4 @@ func notFloat(in, name string) fieldError {
 func notMatching(in, name, pattern string) fieldError {
 	return fieldError{Loc: []string{in, name}, Msg: `string does not match regex "` + pattern + `"`,
 		Type: "value_error.str.regex", Ctx: map[string]string{"pattern": pattern}}
-}
-
-// validationFailed answers 422 with the list of problems.
-func validationFailed(w http.ResponseWriter, r *http.Request, problems []fieldError) {
-	errorResponse(w, r, http.StatusUnprocessableEntity, problems)
-}
-
-// unauthorized answers 401 with the RFC 6750 challenge: a bare "Bearer"
-// when no credentials came, error="invalid_token" when bad ones did.
-func unauthorized(w http.ResponseWriter, r *http.Request, challenge, detail string) {
-	w.Header().Set("WWW-Authenticate", challenge)
-	errorResponse(w, r, http.StatusUnauthorized, detail)
-}
-
-// serviceUnavailable answers 503 when the database fails. The cause goes to
-// the log, never to the client. A query canceled because the client went
-// away (its context canceled, where the query budget's deadline would have
-// passed) need not be the database's fault, and is logged as a warning:
-// an operator still sees it when it comes of a database that hangs for
-// clients that do not wait as long as the query budget.
-func serviceUnavailable(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
-	if errors.Is(err, context.Canceled) && errors.Is(r.Context().Err(), context.Canceled) {
-		log.LogAttrs(r.Context(), slog.LevelWarn, "query canceled: client went away", slog.String("error", err.Error()))
-	} else {
-		log.LogAttrs(r.Context(), slog.LevelError, "database unavailable", slog.String("error", err.Error()))
-	}
-	errorResponse(w, r, http.StatusServiceUnavailable, "Service unavailable")
 }

@@ -143,10 +143,9 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		return fmt.Errorf("serve: %w", err)
 	}
 
-	logins := newLoginGuard(cfg.BcryptCost, cfg.TrustedProxies, shareCores(getenv))
 	handler := newHandler(deps{
-		log: log, store: &store{db: db}, keys: keys, tokenTTL: cfg.TokenTTL,
-		now: time.Now, logins: logins,
+		log: log, store: &store{db: db}, keys: keys, tokenTTL: cfg.TokenTTL, now: time.Now,
+		bcrypt: newBcryptLimiter(cfg.BcryptCost, shareCores(getenv)), trusted: cfg.TrustedProxies,
 	})
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {

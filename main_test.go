@@ -9,7 +9,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
@@ -586,4 +588,55 @@ func mustRequest(t testing.TB, method, url string, h http.Header) *http.Request 
 	}
 	req.Header = h
 	return req
+}
+
+// createUser runs the create-user command against getenv's database.
+func createUser(t testing.TB, getenv func(string) string, name, email, password string) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	err := run(context.Background(), []string{"create-user", "-name", name, "-email", email, "-password", password}, getenv, nil, &stdout, &stderr)
+	if err != nil {
+		t.Fatalf("create-user: %v\n%s", err, stderr.String())
+	}
+}
+
+var formHeader = http.Header{"Content-Type": {"application/x-www-form-urlencoded"}}
+
+// login posts the password grant and returns the response.
+func (a *testApp) login(t testing.TB, email, password string) response {
+	t.Helper()
+	form := url.Values{"username": {email}, "password": {password}}
+	return a.do(t, "POST", "/token", formHeader, strings.NewReader(form.Encode()))
+}
+
+// token logs in and returns the access token.
+func (a *testApp) token(t testing.TB, email, password string) string {
+	t.Helper()
+	res := a.login(t, email, password)
+	var body tokenResponse
+	decodeJSON(t, res.body, &body)
+	if res.status != 200 || body.AccessToken == "" {
+		t.Fatalf("login %s: %d %s", email, res.status, res.body)
+	}
+	return body.AccessToken
+}
+
+func bearer(token string) http.Header { return http.Header{"Authorization": {"Bearer " + token}} }
+
+// newTestHandler is the real handler stack on a test database with a
+// clock the test controls.
+func newTestHandler(t testing.TB, dsn string, now func() time.Time) *httptest.Server {
+	t.Helper()
+	d := testDeps(newLogger(io.Discard, "text"), openTestDB(t, dsn))
+	d.now = now
+	srv := httptest.NewServer(newHandler(d))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// testDeps are the handler's dependencies on db, as serve makes them, with
+// the test key and the cheapest bcrypt cost.
+func testDeps(log *slog.Logger, db *sql.DB) deps {
+	return deps{log: log, store: &store{db: db}, keys: [][]byte{[]byte(testTokenKey)},
+		tokenTTL: time.Hour, now: time.Now, bcrypt: newBcryptLimiter(4, 1)}
 }

@@ -43,7 +43,7 @@ func handleGetMovie(log *slog.Logger, s *store) http.Handler {
 		m, err := s.movie(r.Context(), id)
 		switch {
 		case errors.Is(err, errNotFound):
-			errorResponse(w, r, http.StatusNotFound, "Movie not found")
+			movieNotFound(w, r)
 		case err != nil:
 			serviceUnavailable(w, r, log, err)
 		default:
@@ -73,20 +73,10 @@ func handleNewMovies(log *slog.Logger, s *store) http.Handler {
 	})
 }
 
-// queryValue returns the last value of a query parameter: like the
-// original, a repeated parameter counts by its last value.
-func queryValue(q url.Values, name string) (string, bool) {
-	v := q[name]
-	if len(v) == 0 {
-		return "", false
-	}
-	return v[len(v)-1], true
-}
-
 // queryInt reads a 32-bit integer parameter (the columns are INTEGER),
 // adding a problem when it is missing or is not one.
 func queryInt(q url.Values, name string, problems *[]fieldError) int32 {
-	s, ok := queryValue(q, name)
+	s, ok := lastValue(q, name)
 	if !ok {
 		*problems = append(*problems, missingField("query", name))
 		return 0
@@ -105,7 +95,7 @@ func queryInt(q url.Values, name string, problems *[]fieldError) int32 {
 // queryFloat reads a finite number parameter, adding a problem when it is
 // missing or is not one. NaN and infinities are not numbers here.
 func queryFloat(q url.Values, name string, problems *[]fieldError) float64 {
-	s, ok := queryValue(q, name)
+	s, ok := lastValue(q, name)
 	if !ok {
 		*problems = append(*problems, missingField("query", name))
 		return 0

@@ -153,8 +153,7 @@ func TestMovieQueriesAnswer503(t *testing.T) {
 	}
 	logs := &syncBuffer{}
 	key := []byte(testTokenKey)
-	h := newHandler(deps{log: newLogger(logs, "text"), store: &store{db: db}, keys: [][]byte{key},
-		tokenTTL: time.Hour, now: time.Now, logins: newLoginGuard(4, nil, 1)})
+	h := newHandler(testDeps(newLogger(logs, "text"), db))
 	now := time.Now()
 	auth := "Bearer " + signToken(key, tokenClaims{Sub: "ada@example.com", IssuedAt: now, ExpiresAt: now.Add(time.Hour)})
 	for _, target := range []string{"/movies/?movie_id=1", "/movies/new?year=1990&rating=9"} {
@@ -192,8 +191,7 @@ func benchmarkMovies(b *testing.B, target, want string) {
 	seedMovies(b, db)
 	createUser(b, testEnv(b, dsn), "Ada", "ada@example.com", "correct horse")
 	key := []byte(testTokenKey)
-	h := newHandler(deps{log: newLogger(io.Discard, "text"), store: &store{db: db}, keys: [][]byte{key},
-		tokenTTL: time.Hour, now: time.Now, logins: newLoginGuard(4, nil, 1)})
+	h := newHandler(testDeps(newLogger(io.Discard, "text"), db))
 	now := time.Now()
 	auth := "Bearer " + signToken(key, tokenClaims{Sub: "ada@example.com", Name: "Ada", IssuedAt: now, ExpiresAt: now.Add(time.Hour)})
 	b.ReportAllocs()

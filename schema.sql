@@ -35,3 +35,15 @@ AS $$
     WHERE m.released >= new_movies.year AND m.rating >= new_movies.rating
     ORDER BY m.movie_id
 $$;
+
+-- Failed logins, counted per client address and per account (throttle.go).
+-- key is a SHA-256 hash of the normalised address or email; a key's window
+-- ends at reset_at, fixed at its first failure.
+CREATE TABLE IF NOT EXISTS myapi.login_failures (
+    key      BYTEA PRIMARY KEY,
+    failures INTEGER NOT NULL,
+    reset_at TIMESTAMPTZ NOT NULL
+);
+
+-- Expired rows are deleted in small batches, oldest first.
+CREATE INDEX IF NOT EXISTS login_failures_reset_at_idx ON myapi.login_failures (reset_at);

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"path"
 	"runtime/debug"
@@ -22,7 +23,8 @@ type deps struct {
 	keys     [][]byte // keys[0] signs; all verify
 	tokenTTL time.Duration
 	now      func() time.Time
-	logins   *loginGuard
+	bcrypt   *bcryptLimiter // per process: it guards this process's CPU
+	trusted  []netip.Prefix // proxies whose X-Forwarded-For is believed
 }
 
 // newHandler returns myapi's whole HTTP surface: every route is listed
@@ -34,7 +36,7 @@ func newHandler(d deps) http.Handler {
 
 	mux.Handle("GET /healthz", handleHealthz())
 	mux.Handle("GET /readyz", handleReadyz(d.log, d.store))
-	mux.Handle("POST /token", handleToken(d.log, d.store, d.logins, d.keys[0], d.tokenTTL, d.now))
+	mux.Handle("POST /token", handleToken(d.log, d.store, d.bcrypt, d.trusted, d.keys[0], d.tokenTTL, d.now))
 	mux.Handle("GET /movies", authed(handleGetMovie(d.log, d.store)))
 	mux.Handle("GET /movies/{$}", authed(handleGetMovie(d.log, d.store)))
 	mux.Handle("GET /movies/new", authed(handleNewMovies(d.log, d.store)))
@@ -93,8 +95,7 @@ func handleReadyz(log *slog.Logger, s *store) http.Handler {
 func handleNoRoute(mux *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if allow := allowedMethods(mux, r, r.URL.Path); allow != nil {
-			w.Header().Set("Allow", strings.Join(allow, ", "))
-			errorResponse(w, r, http.StatusMethodNotAllowed, "Method Not Allowed")
+			methodNotAllowed(w, r, allow)
 			return
 		}
 		if p := r.URL.Path; p != "/" {
@@ -110,7 +111,7 @@ func handleNoRoute(mux *http.ServeMux) http.Handler {
 				return
 			}
 		}
-		errorResponse(w, r, http.StatusNotFound, "Not Found")
+		notFound(w, r)
 	})
 }
 
@@ -141,7 +142,7 @@ func decodedPaths(h http.Handler) http.Handler {
 			clean += "/"
 		}
 		if strings.HasPrefix(p, "/") && clean != p {
-			errorResponse(w, r, http.StatusNotFound, "Not Found")
+			notFound(w, r)
 			return
 		}
 		if r.URL.RawPath != "" {
@@ -174,6 +175,15 @@ func parseQuery(raw string) url.Values {
 		v[name] = append(v[name], unescape(value))
 	}
 	return v
+}
+
+// lastValue returns the last value of a parameter: like the original, a
+// repeated parameter counts by its last value.
+func lastValue(v url.Values, name string) (string, bool) {
+	if len(v[name]) == 0 {
+		return "", false
+	}
+	return v[name][len(v[name])-1], true
 }
 
 // unescape decodes "+" to a space and each "%" with two hex digits to its
@@ -351,8 +361,7 @@ func recoverPanics(log *slog.Logger, h http.Handler) http.Handler {
 				panic(v)
 			}
 			log.LogAttrs(r.Context(), slog.LevelError, "panic", slog.Any("panic", v), slog.String("stack", string(debug.Stack())))
-			w.Header().Set("Connection", "close")
-			errorResponse(w, r, http.StatusInternalServerError, "Internal Server Error")
+			internalError(w, r)
 		}()
 		h.ServeHTTP(w, r)
 	})

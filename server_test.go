@@ -219,8 +219,7 @@ func TestBusyPoolAnswers503(t *testing.T) {
 	}
 	defer db.Close()
 	key := []byte(testTokenKey)
-	srv := httptest.NewServer(newHandler(deps{log: newLogger(io.Discard, "text"), store: &store{db: db},
-		keys: [][]byte{key}, tokenTTL: time.Hour, now: time.Now, logins: newLoginGuard(4, nil, 1)}))
+	srv := httptest.NewServer(newHandler(testDeps(newLogger(io.Discard, "text"), db)))
 	defer srv.Close()
 	app := &testApp{url: srv.URL, client: srv.Client()}
 	now := time.Now()
@@ -250,8 +249,7 @@ func TestQueriesShareOneTimeout(t *testing.T) {
 	db := openTestDB(t, dsn)
 	key := []byte(testTokenKey)
 	var logs syncBuffer
-	h := newHandler(deps{log: newLogger(&logs, "text"), store: &store{db: db}, keys: [][]byte{key},
-		tokenTTL: time.Hour, now: time.Now, logins: newLoginGuard(4, nil, 1)})
+	h := newHandler(testDeps(newLogger(&logs, "text"), db))
 	now := time.Now()
 	token := signToken(key, tokenClaims{Sub: "ada@example.com", IssuedAt: now, ExpiresAt: now.Add(time.Hour)})
 
@@ -294,8 +292,7 @@ func TestClientGoneIsNotADatabaseFault(t *testing.T) {
 	createUser(t, testEnv(t, dsn), "Ada", "ada@example.com", "correct horse")
 	var logs syncBuffer
 	key := []byte(testTokenKey)
-	h := newHandler(deps{log: newLogger(&logs, "text"), store: &store{db: openTestDB(t, dsn)}, keys: [][]byte{key},
-		tokenTTL: time.Hour, now: time.Now, logins: newLoginGuard(4, nil, 1)})
+	h := newHandler(testDeps(newLogger(&logs, "text"), openTestDB(t, dsn)))
 	now := time.Now()
 	token := signToken(key, tokenClaims{Sub: "ada@example.com", IssuedAt: now, ExpiresAt: now.Add(time.Hour)})
 
