@@ -295,6 +295,7 @@ func TestBearerFailures(t *testing.T) {
 		{"basic", "Basic YWRhOmNvcnJlY3QgaG9yc2U=", missing, "Invalid token"},
 		{"token without scheme", ada, missing, "Invalid token"},
 		{"empty bearer", "Bearer ", invalid, "Invalid credentials"},
+		{"two spaces", "Bearer  " + ada, invalid, "Invalid credentials"},
 		{"malformed", "Bearer not.a.token", invalid, "Invalid credentials"},
 		{"bad signature", "Bearer " + parts[0] + "." + parts[1] + ".AAAA" + parts[2][4:], invalid, "Invalid credentials"},
 		{"alg none", "Bearer " + algNone, invalid, "Invalid credentials"},

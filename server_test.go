@@ -63,6 +63,25 @@ func TestRequestLogAndRequestID(t *testing.T) {
 	}
 }
 
+// TestValidationDetailInLogs checks that a 422's list reads as a sentence
+// in text logs and stays FastAPI's list in JSON logs.
+func TestValidationDetailInLogs(t *testing.T) {
+	t.Parallel()
+	dsn := newTestDatabase(t)
+	createUser(t, testEnv(t, dsn), "Ada", "ada@example.com", "correct horse")
+	for _, format := range []string{"text", "json"} {
+		app := startApp(t, testEnv(t, dsn, "MYAPI_LOG_FORMAT", format))
+		app.do(t, "GET", "/movies/new?year=soon", bearer(app.token(t, "ada@example.com", "correct horse")), nil)
+		want := `detail="query.year: value is not a valid integer; query.rating: field required"`
+		if format == "json" {
+			want = `"detail":[{"loc":["query","year"],"msg":"value is not a valid integer","type":"type_error.integer"},{"loc":["query","rating"]`
+		}
+		if !strings.Contains(app.logs.String(), want) {
+			t.Errorf("%s log lacks %s:\n%s", format, want, app.logs)
+		}
+	}
+}
+
 func TestPanicIsA500AndTheServerGoesOn(t *testing.T) {
 	t.Parallel()
 	logs := &syncBuffer{}
