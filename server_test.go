@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5/stdlib"
 )
 
 func TestRequestLogAndRequestID(t *testing.T) {
@@ -228,6 +230,53 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 // TestBusyPoolAnswers503 holds the pool's only connection: a request must
 // wait for it no longer than the query timeout, then get 503, and the
 // next request after the connection is back must succeed.
+// TestPoolIsOpenBeforeServing checks that serve opens its whole pool
+// before it listens, and that the connections stay open while idle.
+func TestPoolIsOpenBeforeServing(t *testing.T) {
+	t.Parallel()
+	dsn := newTestDatabase(t)
+	startApp(t, testEnv(t, dsn, "MYAPI_DB_MAX_CONNS", "5"))
+	db := openTestDB(t, dsn) // opens 4 of its own
+	var n int
+	err := db.QueryRow("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND backend_type = 'client backend'").Scan(&n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 5+4 {
+		t.Errorf("%d connections to the database, want serve's 5 and the test's 4", n)
+	}
+}
+
+// TestConnectionsRetire checks that a connection past its lifetime is
+// replaced before it is used again.
+func TestConnectionsRetire(t *testing.T) {
+	t.Parallel()
+	db := openTestDB(t, newTestDatabase(t))
+	pid := func() (pid int) {
+		if err := db.QueryRow("SELECT pg_backend_pid()").Scan(&pid); err != nil {
+			t.Fatal(err)
+		}
+		return pid
+	}
+	db.SetMaxOpenConns(1)
+	first := pid()
+	if pid() != first {
+		t.Fatal("a connection was replaced before its time")
+	}
+	conn, err := db.Conn(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Raw(func(c any) error {
+		c.(*stdlib.Conn).Conn().PgConn().CustomData()["retireAt"] = time.Now().Add(-time.Second)
+		return nil
+	})
+	conn.Close()
+	if pid() == first {
+		t.Error("a connection past its lifetime was used again")
+	}
+}
+
 func TestBusyPoolAnswers503(t *testing.T) {
 	t.Parallel()
 	dsn := newTestDatabase(t)

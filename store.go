@@ -3,15 +3,18 @@ package main
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	_ "embed"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"time"
 	"unicode/utf8"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
+	"github.com/jackc/pgx/v5/stdlib"
 )
 
 //go:embed schema.sql
@@ -52,26 +55,59 @@ type store struct {
 	db *sql.DB
 }
 
-// openDB opens a pool on dsn and checks that the database answers.
+// openDB opens a pool of maxConns connections on dsn, and opens and checks
+// every one before it returns, so that a server that answers is ready at
+// speed. Connections stay open while idle.
 func openDB(ctx context.Context, dsn string, maxConns int) (*sql.DB, error) {
-	db, err := sql.Open("pgx", dsn)
+	cfg, err := pgx.ParseConfig(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open database: %w", hideConnString(err))
 	}
+	db := stdlib.OpenDB(*cfg, stdlib.OptionAfterConnect(retireLater), stdlib.OptionResetSession(retireIfDue))
 	db.SetMaxOpenConns(maxConns)
 	db.SetMaxIdleConns(maxConns)
-	// Recycle connections now and then so that a database fail-over or
-	// a pgbouncer restart is picked up without a restart of myapi.
-	db.SetConnMaxLifetime(30 * time.Minute)
-	db.SetConnMaxIdleTime(5 * time.Minute)
 
 	ctx, cancel := context.WithTimeout(ctx, connectTimeout)
 	defer cancel()
-	if err := db.PingContext(ctx); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("connect to database: %w", hideConnString(err))
+	conns := make([]*sql.Conn, 0, maxConns)
+	defer func() {
+		for _, c := range conns {
+			c.Close() // back to the pool, open
+		}
+	}()
+	for range maxConns {
+		c, err := db.Conn(ctx)
+		if err == nil {
+			err = c.PingContext(ctx)
+			conns = append(conns, c)
+		}
+		if err != nil {
+			db.Close()
+			return nil, fmt.Errorf("connect to database: %w", hideConnString(err))
+		}
 	}
 	return db, nil
+}
+
+// connLifetime is how long a connection serves before it is replaced, so
+// that a database fail-over or a pgbouncer restart is picked up. Each
+// connection gets its own, within 10% of it, so that a pool opened at once
+// is not replaced at once.
+const connLifetime = 30 * time.Minute
+
+func retireLater(_ context.Context, c *pgx.Conn) error {
+	jitter := time.Duration(rand.Int64N(int64(connLifetime/5))) - connLifetime/10
+	c.PgConn().CustomData()["retireAt"] = time.Now().Add(connLifetime + jitter)
+	return nil
+}
+
+// retireIfDue runs before a connection is reused; database/sql replaces
+// one that answers driver.ErrBadConn.
+func retireIfDue(_ context.Context, c *pgx.Conn) error {
+	if t, ok := c.PgConn().CustomData()["retireAt"].(time.Time); ok && time.Now().After(t) {
+		return driver.ErrBadConn
+	}
+	return nil
 }
 
 // hideConnString replaces a connection-string parse error, which quotes
