@@ -130,14 +130,6 @@ func (db *localDB) Stop() error {
 	return db.pgctl(ctx, "stop", "-m", "fast")
 }
 
-// Kill stops the cluster at once, whoever started it: tests use it to
-// take the database away from a running server.
-func (db *localDB) Kill() error {
-	ctx, cancel := context.WithTimeout(context.Background(), localDBTimeout*time.Second)
-	defer cancel()
-	return db.pgctl(ctx, "stop", "-m", "immediate")
-}
-
 // findPostgres returns the directory of the PostgreSQL server binaries.
 func findPostgres() (string, error) {
 	var dirs []string

@@ -65,7 +65,7 @@ func testMain(m *testing.M) (int, error) {
 		if err != nil {
 			return 0, err
 		}
-		defer cluster.Kill()
+		defer killCluster(cluster)
 		baseDSN = cluster.DSN("postgres")
 	}
 	testServer.dsnFor = func(db string) string { return dsnWithDatabase(baseDSN, db) }
@@ -93,6 +93,12 @@ func testMain(m *testing.M) (int, error) {
 		return 0, err
 	}
 	return m.Run(), nil
+}
+
+// killCluster stops a cluster at once, whoever started it, as when
+// PostgreSQL goes away under the server.
+func killCluster(db *localDB) error {
+	return db.pgctl(context.Background(), "stop", "-m", "immediate")
 }
 
 // testClusterOptions trade durability, which a throwaway cluster does not
@@ -314,14 +320,14 @@ func TestReadyzFollowsTheDatabase(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cluster.Kill() })
+	t.Cleanup(func() { killCluster(cluster) })
 	env := testEnv(t, cluster.DSN(localDBName))
 	createUser(t, env, "Ada", "ada@example.com", "correct horse")
 	app := startApp(t, env)
 	app.do(t, "GET", "/readyz", nil, nil).expect(t, 200, `{"status":"ok"}`)
 	auth := bearer(app.token(t, "ada@example.com", "correct horse"))
 
-	if err := cluster.Kill(); err != nil {
+	if err := killCluster(cluster); err != nil {
 		t.Fatal(err)
 	}
 	unavailable := `{"detail":"Service unavailable"}`
