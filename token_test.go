@@ -13,7 +13,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-	"unicode/utf8"
 )
 
 // Tokens in these tests are signed with testKey and checked at testNow.
@@ -71,6 +70,8 @@ func claims(members ...string) string { return "{" + strings.Join(members, ",") 
 
 func exp(t time.Time) string { return fmt.Sprintf(`"exp":%d`, t.Unix()) }
 
+func iat(t time.Time) string { return fmt.Sprintf(`"iat":%d`, t.Unix()) }
+
 func expiresAt(t time.Time) string {
 	return fmt.Sprintf(`"expires_at":%q`, t.UTC().Format(expiresAtLayout))
 }
@@ -107,8 +108,9 @@ func TestVerifyTokenAccepts(t *testing.T) {
 		{"expires_at only", hdr, claims(sub, expiresAt(future))},
 		{"both expiries", hdr, claims(sub, exp(future), expiresAt(future))},
 		{"nbf now", hdr, claims(sub, exp(future), fmt.Sprintf(`"nbf":%d`, testNow.Unix()))},
-		{"iat in the future", hdr, claims(sub, exp(future), fmt.Sprintf(`"iat":%d`, future.Unix()))},
-		{"unknown claims", hdr, claims(`"iss":"x"`, sub, exp(future), `"SUB":7`, `"aud":["a",{"b":"}"}]`, `"x":null`)},
+		{"iat a minute ahead", hdr, claims(sub, exp(future), iat(testNow.Add(time.Minute)))},
+		{"names differ in case", `{"alg":"HS256","ALG":"none","Crit":["x"]}`, claims(sub, `"SUB":7`, `"EXP":0`, `"Nbf":1e20`, exp(future))},
+		{"unknown claims", hdr, claims(`"iss":"x"`, sub, exp(future), `"aud":["a",{"b":"}"}]`, `"x":null`)},
 		{"name", hdr, claims(sub, `"name":"Zoë \"Z\" \u003cO'Brien\u003e"`, exp(future))},
 	}
 	for _, tt := range tests {
@@ -194,12 +196,11 @@ func TestVerifyTokenRejects(t *testing.T) {
 		{"alg RS256", makeToken(`{"alg":"RS256","typ":"JWT"}`, valid), invalid},
 		{"alg ES256", makeToken(`{"alg":"ES256","typ":"JWT"}`, valid), invalid},
 		{"alg missing", makeToken(`{"typ":"JWT"}`, valid), invalid},
+		{"alg only as ALG", makeToken(`{"ALG":"HS256","typ":"JWT"}`, valid), invalid},
+		{"alg only as \u0041LG", makeToken(`{"\u0041LG":"HS256"}`, valid), invalid},
 		{"alg number", makeToken(`{"alg":256}`, valid), invalid},
 		{"alg null", makeToken(`{"alg":null}`, valid), invalid},
 		{"alg list", makeToken(`{"alg":["HS256"]}`, valid), invalid},
-		{"alg twice", makeToken(`{"alg":"HS256","alg":"none"}`, valid), invalid},
-		{"alg twice, same", makeToken(`{"alg":"HS256","alg":"HS256"}`, valid), invalid},
-		{"alg twice, escaped", makeToken(`{"alg":"HS256","\u0061lg":"HS256"}`, valid), invalid},
 		{"crit", makeToken(`{"alg":"HS256","crit":["exp"],"exp":1}`, valid), invalid},
 		{"crit empty", makeToken(`{"alg":"HS256","crit":[]}`, valid), invalid},
 		{"typ JWS", makeToken(`{"alg":"HS256","typ":"JWS"}`, valid), invalid},
@@ -226,21 +227,25 @@ func TestVerifyTokenRejects(t *testing.T) {
 		{"claims invalid UTF-8", makeToken(hdr, claims(sub, exp(future), `"name":"`+"\xc3\x28"+`"`)), invalid},
 		{"claims with BOM", makeToken(hdr, "\ufeff"+valid), invalid},
 		{"sub missing", makeToken(hdr, claims(exp(future))), invalid},
+		{"sub only as SUB", makeToken(hdr, claims(`"SUB":"ada@example.com"`, exp(future))), invalid},
 		{"sub empty", makeToken(hdr, claims(`"sub":""`, exp(future))), invalid},
 		{"sub number", makeToken(hdr, claims(`"sub":1`, exp(future))), invalid},
 		{"sub null", makeToken(hdr, claims(`"sub":null`, exp(future))), invalid},
 		{"sub list", makeToken(hdr, claims(`"sub":["ada@example.com"]`, exp(future))), invalid},
-		{"sub twice", makeToken(hdr, claims(sub, `"sub":"eve@example.com"`, exp(future))), invalid},
-		{"sub twice, escaped", makeToken(hdr, claims(sub, `"s\u0075b":"eve@example.com"`, exp(future))), invalid},
-		{"unknown claim twice", makeToken(hdr, claims(sub, exp(future), `"x":1`, `"x":1`)), invalid},
 		{"name number", makeToken(hdr, claims(sub, `"name":1`, exp(future))), invalid},
 		{"name null", makeToken(hdr, claims(sub, `"name":null`, exp(future))), invalid},
 		{"iat string", makeToken(hdr, claims(sub, exp(future), `"iat":"1767322800"`)), invalid},
+		{"iat null", makeToken(hdr, claims(sub, exp(future), `"iat":null`)), invalid},
+		{"iat past year 9999", makeToken(hdr, claims(sub, exp(future), `"iat":1e20`)), invalid},
+		{"iat 61 s ahead", makeToken(hdr, claims(sub, exp(future), iat(testNow.Add(61*time.Second)))), invalid},
+		{"iat ahead, exp passed", makeToken(hdr, claims(sub, exp(past), iat(future))), invalid},
 		{"nbf in the future", makeToken(hdr, claims(sub, exp(future), fmt.Sprintf(`"nbf":%d`, testNow.Unix()+1))), invalid},
 		{"nbf string", makeToken(hdr, claims(sub, exp(future), `"nbf":"0"`)), invalid},
 
 		// Expiry.
 		{"no expiry", makeToken(hdr, claims(sub)), invalid},
+		{"expiry only as EXP", makeToken(hdr, claims(sub, fmt.Sprintf(`"EXP":%d`, future.Unix()))), invalid},
+		{"expiry only as Expires_At", makeToken(hdr, claims(sub, `"Expires_At":"2026-01-02 04:04:05"`)), invalid},
 		{"exp string", makeToken(hdr, claims(sub, fmt.Sprintf(`"exp":"%d"`, future.Unix()))), invalid},
 		{"exp null", makeToken(hdr, claims(sub, `"exp":null`)), invalid},
 		{"exp true", makeToken(hdr, claims(sub, `"exp":true`)), invalid},
@@ -251,19 +256,18 @@ func TestVerifyTokenRejects(t *testing.T) {
 		{"exp integer past year 9999", makeToken(hdr, claims(sub, `"exp":253402300800`)), invalid},
 		{"nbf integer before year 1", makeToken(hdr, claims(sub, exp(future), `"nbf":-62135596801`)), invalid},
 		{"exp before year 1", makeToken(hdr, claims(sub, `"exp":-1e300`)), invalid},
-		{"exp twice", makeToken(hdr, claims(sub, exp(past), exp(future))), invalid},
 		{"exp malformed, expires_at good", makeToken(hdr, claims(sub, `"exp":"soon"`, expiresAt(future))), invalid},
 		{"expires_at number", makeToken(hdr, claims(sub, fmt.Sprintf(`"expires_at":%d`, future.Unix()))), invalid},
 		{"expires_at null", makeToken(hdr, claims(sub, `"expires_at":null`)), invalid},
 		{"expires_at empty", makeToken(hdr, claims(sub, `"expires_at":""`)), invalid},
 		{"expires_at ISO 8601", makeToken(hdr, claims(sub, `"expires_at":"2026-01-02T04:04:05"`)), invalid},
 		{"expires_at with offset", makeToken(hdr, claims(sub, `"expires_at":"2026-01-02 04:04:05+00:00"`)), invalid},
+		{"expires_at year 0", makeToken(hdr, claims(sub, `"expires_at":"0000-01-02 04:04:05"`)), invalid},
+		{"expires_at five-digit year", makeToken(hdr, claims(sub, `"expires_at":"10000-01-02 04:04:05"`)), invalid},
+		{"expires_at second 60", makeToken(hdr, claims(sub, `"expires_at":"2026-01-02 04:04:60"`)), invalid},
 		{"expires_at Feb 30", makeToken(hdr, claims(sub, `"expires_at":"2026-02-30 04:04:05"`)), invalid},
-		{"expires_at with comma", makeToken(hdr, claims(sub, `"expires_at":"2026-01-02 04:04:05,5"`)), invalid},
-		{"expires_at one-digit hour", makeToken(hdr, claims(sub, `"expires_at":"2026-01-02 4:04:05"`)), invalid},
 		{"expires_at hour 24", makeToken(hdr, claims(sub, `"expires_at":"2026-01-02 24:00:00"`)), invalid},
 		{"expires_at bare dot", makeToken(hdr, claims(sub, `"expires_at":"2026-01-02 04:04:05."`)), invalid},
-		{"expires_at ten-digit fraction", makeToken(hdr, claims(sub, `"expires_at":"2026-01-02 04:04:05.1234567890"`)), invalid},
 		{"expires_at trailing space", makeToken(hdr, claims(sub, `"expires_at":"2026-01-02 04:04:05 "`)), invalid},
 		{"expires_at malformed, exp good", makeToken(hdr, claims(sub, exp(future), `"expires_at":"tomorrow"`)), invalid},
 		{"exp passed", makeToken(hdr, claims(sub, exp(past))), expired},
@@ -290,6 +294,38 @@ func TestVerifyTokenRejects(t *testing.T) {
 				t.Errorf("claims %+v returned with an error", c)
 			}
 		})
+	}
+}
+
+// TestVerifyTokenReasons checks the reason each refusal gives the log, and so
+// which check refused it: the shape before the MAC, the MAC before the JSON.
+func TestVerifyTokenReasons(t *testing.T) {
+	hdrSeg, validSeg := enc(hdr), enc(valid)
+	good := makeToken(hdr, valid)
+	mac, _ := base64.RawURLEncoding.DecodeString(good[strings.LastIndexByte(good, '.')+1:])
+	other := []byte("another-key-0123456789abcdef-012345")
+	tests := []struct{ token, reason string }{
+		{strings.Repeat("A", maxTokenBytes-40) + "." + validSeg + "." + enc(string(mac)), "too long"},
+		{"." + validSeg + "." + enc(string(mac)), "not a compact JWS"},
+		{sign(testKey, "."+validSeg), "not a compact JWS"},
+		{good + "." + enc(string(mac)), "not a compact JWS"},
+		{hdrSeg + "." + validSeg, "not a compact JWS"},
+		{good + "\n", "line break"},
+		{hdrSeg + "." + validSeg + "." + enc(string(mac[:31])), "signature is not 32 bytes of base64url"},
+		{hdrSeg + "." + validSeg + "." + enc(string(mac)+"x"), "signature is not 32 bytes of base64url"},
+		{good + "=", "signature is not 32 bytes of base64url"},
+		{sign(other, hdrSeg+"."+validSeg), "bad signature"},
+		{sign(other, enc(`{"alg":"none"}`)+"."+enc("x")), "bad signature"},
+		{makeToken(`{"alg":"none"}`, valid), "alg is not HS256"},
+		{makeToken(`["HS256"]`, valid), "header is not a base64url JSON object"},
+		{makeToken(hdr, `[]`), "claims are not a base64url JSON object"},
+		{makeToken(hdr, claims(sub, exp(future), `"iat":null`)), "malformed claim"},
+	}
+	for _, tt := range tests {
+		_, err := verifyToken(tt.token, newTokenKeys(testKey), testNow)
+		if !errors.Is(err, errTokenInvalid) || !strings.HasSuffix(err.Error(), ": "+tt.reason) {
+			t.Errorf("verifyToken(%.40q...): got %v, want reason %q", tt.token, err, tt.reason)
+		}
 	}
 }
 
@@ -325,9 +361,11 @@ func TestVerifyTokenKeyRotation(t *testing.T) {
 		t.Errorf("token signed with an empty key: got %v, want %v", err, errTokenInvalid)
 	}
 	// verifyToken refuses it even from keys built without newTokenKeys.
-	empty := tokenKeys{{key: nil, keyed: hmac.New(sha256.New, nil)}}
-	if _, err := verifyToken(unkeyed, empty, testNow); !errors.Is(err, errTokenInvalid) {
-		t.Errorf("token signed with an empty key, verified by an empty tokenKey: got %v, want %v", err, errTokenInvalid)
+	if _, err := verifyToken(unkeyed, tokenKeys{nil, {}}, testNow); !errors.Is(err, errTokenInvalid) {
+		t.Errorf("token signed with an empty key, verified by empty tokenKeys: got %v, want %v", err, errTokenInvalid)
+	}
+	if got := newTokenKeys(nil, newKey, []byte{}, testKey); len(got) != 2 || !bytes.Equal(got[0], newKey) || !bytes.Equal(got[1], testKey) {
+		t.Errorf("newTokenKeys kept %q, want the two non-empty keys in order", got)
 	}
 	old := signToken(testKey, tokenClaims{Sub: "ada@example.com", IssuedAt: testNow, ExpiresAt: future})
 	for _, keys := range [][][]byte{{newKey}, nil, {{}}, {nil, newKey}} {
@@ -337,7 +375,42 @@ func TestVerifyTokenKeyRotation(t *testing.T) {
 	}
 }
 
+func TestVerifyTokenIssuedAt(t *testing.T) {
+	keys := newTokenKeys(testKey)
+	for _, ahead := range []time.Duration{-time.Hour, 0, 59 * time.Second, time.Minute} {
+		token := makeToken(hdr, claims(sub, exp(future), iat(testNow.Add(ahead))))
+		c, err := verifyToken(token, keys, testNow)
+		if err != nil || !c.IssuedAt.Equal(testNow.Add(ahead)) {
+			t.Errorf("iat %v ahead: got %+v, %v; want IssuedAt %v", ahead, c, err, testNow.Add(ahead))
+		}
+	}
+	for _, ahead := range []time.Duration{61 * time.Second, time.Hour} {
+		token := makeToken(hdr, claims(sub, exp(future), iat(testNow.Add(ahead))))
+		if _, err := verifyToken(token, keys, testNow); !errors.Is(err, errTokenInvalid) || !strings.Contains(err.Error(), "issued in the future") {
+			t.Errorf("iat %v ahead: got %v, want an iat in the future refused", ahead, err)
+		}
+	}
+	// The original's tokens have no iat: they verify, and callers can tell.
+	c, err := verifyToken(makeToken(hdr, valid), keys, testNow)
+	if err != nil || !c.IssuedAt.IsZero() {
+		t.Errorf("no iat: got %+v, %v; want zero IssuedAt", c, err)
+	}
+	for _, v := range []string{`"1767323045"`, `null`, `true`, `[1767323045]`, `1e20`, `-1e20`} {
+		token := makeToken(hdr, claims(sub, exp(future), `"iat":`+v))
+		if _, err := verifyToken(token, keys, testNow); !errors.Is(err, errTokenInvalid) || !strings.Contains(err.Error(), "malformed claim") {
+			t.Errorf("iat %s: got %v, want a malformed claim", v, err)
+		}
+	}
+}
+
+// oursToken is signToken's output for fixed claims. The original service
+// reads the same bytes, so they must not change.
+const oursToken = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJhZGFAZXhhbXBsZS5jb20iLCJuYW1lIjoiQWRhIExvdmVsYWNlIiwiaWF0IjoxNzY3MzIzMDQ1LCJleHAiOjE3NjczMjY2NDUsImV4cGlyZXNfYXQiOiIyMDI2LTAxLTAyIDA0OjA0OjA1In0.uFEFQfmyODCxF6d0M4DEuyxQePpp1ZYpX1uYXo_B8yg"
+
 func TestSignTokenRoundTrip(t *testing.T) {
+	if got := signToken(testKey, tokenClaims{Sub: "ada@example.com", Name: "Ada Lovelace", IssuedAt: testNow, ExpiresAt: future}); got != oursToken {
+		t.Errorf("signToken = %q, want %q", got, oursToken)
+	}
 	in := tokenClaims{
 		Sub:       "zoë@example.com",
 		Name:      `Zoë "Z" <O'Brien> & \ co`,
@@ -438,52 +511,6 @@ func TestVerifySignatureRFC7515(t *testing.T) {
 	}
 }
 
-func TestJSONObject(t *testing.T) {
-	tests := []struct {
-		in   string
-		want bool
-	}{
-		{`{}`, true},
-		{` {"a" : [1, -0.5e+3, "x", {"b": null}] , "c":true,"d":false} `, true},
-		{`{"a":"\"\\\/\b\f\n\r\t\u00e9\uD83D\uDE00"}`, true},
-		{`{"a":0,"b":-0,"c":1E9,"d":1e-9}`, true},
-		{`{"a":"\x"}`, false},
-		{`{"a":"\u12"}`, false},
-		{`{"a":"\u12G4"}`, false},
-		{"{\"a\":\"\t\"}", false},
-		{"{\"a\":\"\x00\"}", false},
-		{`{"a":"`, false},
-		{`{"a":01}`, false},
-		{`{"a":1.}`, false},
-		{`{"a":.5}`, false},
-		{`{"a":-}`, false},
-		{`{"a":1e}`, false},
-		{`{"a":+1}`, false},
-		{`{"a":tru}`, false},
-		{`{"a":True}`, false},
-		{`{"a":NaN}`, false},
-		{`{"a" 1}`, false},
-		{`{"a":1,}`, false},
-		{`{,}`, false},
-		{`{"a":[1,]}`, false},
-		{`{"a":[1 2]}`, false},
-		{`{"a":{"b":1}`, false},
-		{`{a:1}`, false},
-		{`{'a':1}`, false},
-		{"{\"a\":1}\x00", false},
-		{"\v{}", false},
-	}
-	for _, tt := range tests {
-		_, err := jsonObject([]byte(tt.in), nil)
-		if got := err == nil; got != tt.want {
-			t.Errorf("jsonObject(%q): %v, want ok = %v", tt.in, err, tt.want)
-		}
-		if json.Valid([]byte(tt.in)) != tt.want {
-			t.Errorf("json.Valid(%q) disagrees", tt.in)
-		}
-	}
-}
-
 // fuzzTokens are the seed tokens that a holder of testKey made and that
 // verify at testNow.
 var fuzzTokens = []string{
@@ -492,6 +519,9 @@ var fuzzTokens = []string{
 	pythonTokenMicro,
 	makeToken(`{"typ":"JWT","alg":"HS256","kid":"1"}`, claims(sub, exp(future), `"nbf":1`, `"aud":["a",{"b":"}"}]`)),
 	makeToken(`{"alg":"HS256"}`, claims(`"s\u0075b":"\u00e9\ud83d\ude00"`, `"exp":1.8e9`, expiresAt(future))),
+	// A repeated name is read as encoding/json reads it, the last one
+	// winning: only a key holder can write one.
+	makeToken(hdr, claims(sub, `"sub":"eve@example.com"`, exp(future))),
 }
 
 func FuzzVerifyToken(f *testing.F) {
@@ -504,7 +534,8 @@ func FuzzVerifyToken(f *testing.F) {
 		enc(`{"alg":"none"}`) + "." + enc(valid) + ".",
 		makeToken(`{"alg":"HS256","crit":["b64"],"b64":false}`, valid),
 		makeToken(hdr, claims(sub, exp(past))),
-		makeToken(hdr, claims(sub, exp(future), exp(future))),
+		makeToken(hdr, claims(sub, exp(future), iat(future))),
+		makeToken(hdr, claims(sub, fmt.Sprintf(`"EXP":%d`, future.Unix()))),
 		makeToken(hdr, claims(`"sub":1`, expiresAt(future))),
 		sign([]byte("another-key-0123456789abcdef-012345"), hdrSeg+"."+enc(valid)),
 		sign(testKey, hdrSeg+"."+base64.URLEncoding.EncodeToString([]byte(claims(sub, exp(future), `"x":12`)))),
@@ -513,107 +544,34 @@ func FuzzVerifyToken(f *testing.F) {
 		f.Add(token)
 	}
 	keys := newTokenKeys(testKey)
-	f.Fuzz(func(t *testing.T, token string) {
+	// check verifies token and checks what it returns.
+	check := func(t *testing.T, token string) (tokenClaims, bool) {
 		c, err := verifyToken(token, keys, testNow)
 		if err != nil {
 			if !errors.Is(err, errTokenInvalid) && !errors.Is(err, errTokenExpired) {
 				t.Fatalf("error %v wraps neither sentinel", err)
 			}
-			return
+			return c, false
 		}
+		if c.Sub == "" || !testNow.Before(c.ExpiresAt) || c.IssuedAt.After(testNow.Add(time.Minute)) {
+			t.Fatalf("%q: accepted claims %+v", token, c)
+		}
+		return c, true
+	}
+	f.Fuzz(func(t *testing.T, token string) {
 		// No one without testKey can make a token that verifies, so an
 		// accepted input must be one a key holder wrote, byte for byte: a
 		// mutation that still verifies means some part of the token is
 		// malleable.
-		if token != signToken(testKey, c) && !slices.Contains(fuzzTokens, token) {
+		if c, ok := check(t, token); ok && token != signToken(testKey, c) && !slices.Contains(fuzzTokens, token) {
 			t.Fatalf("accepted %q, which no key holder wrote", token)
 		}
-		if c.Sub == "" || !testNow.Before(c.ExpiresAt) {
-			t.Fatalf("accepted claims %+v", c)
+		// Signed anew, the same header and payload reach the JSON code,
+		// which a forger never does.
+		if i := strings.LastIndexByte(token, '.'); i >= 0 && len(token) <= maxTokenBytes {
+			check(t, sign(testKey, token[:i]))
 		}
 	})
-}
-
-// FuzzTokenJSON checks the JSON scanner behind checkHeader and parseClaims
-// against encoding/json, which the fuzzer cannot reach through
-// FuzzVerifyToken without forging a MAC.
-func FuzzTokenJSON(f *testing.F) {
-	for _, s := range []string{
-		hdr, valid, "{}", " { } ", `{"a":{"b":[1,"]}",{"c":"\"}"}]},"d":-1.5e3}`,
-		`{"a\"b":"c\\","e":true,"f":false,"g":null}`, `{"a":1,"a":2}`, `{"\u0061":1,"a":2}`,
-		`{"a":1}x`, `[]`, `null`, `{"a":"\ud800","b":"\udc00"}`, "{\"a\":\"\xff\"}",
-	} {
-		f.Add([]byte(s))
-	}
-	f.Fuzz(func(t *testing.T, data []byte) {
-		// Neither reader may panic or return a stray error.
-		if _, err := parseClaims(data, testNow); err != nil && !errors.Is(err, errTokenInvalid) && !errors.Is(err, errTokenExpired) {
-			t.Fatalf("parseClaims: error %v wraps neither sentinel", err)
-		}
-		if err := checkHeader(enc(string(data))); err != nil && !errors.Is(err, errTokenInvalid) {
-			t.Fatalf("checkHeader: error %v does not wrap errTokenInvalid", err)
-		}
-
-		members, err := jsonObject(data, nil)
-		names, isObject := objectNames(data)
-		if err != nil {
-			if !errors.Is(err, errTokenInvalid) {
-				t.Fatalf("jsonObject: error %v does not wrap errTokenInvalid", err)
-			}
-			if isObject && !hasRepeat(names) && utf8.Valid(data) && len(data) <= maxTokenBytes {
-				t.Fatalf("refused %q, a JSON object with no name repeated", data)
-			}
-			return
-		}
-		if !isObject || hasRepeat(names) {
-			t.Fatalf("accepted %q", data)
-		}
-		var want map[string]json.RawMessage
-		if err := json.Unmarshal(data, &want); err != nil {
-			t.Fatal(err)
-		}
-		if len(members) != len(want) {
-			t.Fatalf("%q: %d members, want %d", data, len(members), len(want))
-		}
-		for _, m := range members {
-			if v, ok := want[string(m.name)]; !ok || !bytes.Equal(v, m.value) {
-				t.Fatalf("%q: member %q = %q, want %q", data, m.name, m.value, v)
-			}
-		}
-	})
-}
-
-// objectNames returns the member names of data, if it is a JSON object,
-// as encoding/json reads them, repeats included.
-func objectNames(data []byte) (names []string, ok bool) {
-	if !json.Valid(data) {
-		return nil, false
-	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
-		return nil, false
-	}
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return nil, false
-		}
-		names = append(names, tok.(string))
-		var v json.RawMessage
-		if err := dec.Decode(&v); err != nil {
-			return nil, false
-		}
-	}
-	return names, true
-}
-
-func hasRepeat(names []string) bool {
-	for i, n := range names {
-		if slices.Contains(names[:i], n) {
-			return true
-		}
-	}
-	return false
 }
 
 func BenchmarkSignToken(b *testing.B) {
