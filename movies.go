@@ -182,3 +182,5 @@ func scanMovie(rows *sql.Rows) (Movie, error) {
 	err := rows.Scan(&m.ID, &m.Title, &m.Released, (*float64)(&m.Rating))
 	return m, err
 }
+
+func isDigit(c byte) bool { return '0' <= c && c <= '9' }

@@ -282,6 +282,3 @@ func pythonDate(raw json.RawMessage) (time.Time, bool) {
 	t, err := time.Parse(expiresAtLayout, s)
 	return t, ok && err == nil && t.Year() >= 1 // four digits allow year 0
 }
-
-// isDigit reports whether c is an ASCII digit.
-func isDigit(c byte) bool { return '0' <= c && c <= '9' }
