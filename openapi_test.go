@@ -999,7 +999,7 @@ func TestDocsPage(t *testing.T) {
 				}
 			}
 			for _, w := range want {
-				if !strings.Contains(text, w) {
+				if !strings.Contains(text, strings.Join(strings.Fields(w), " ")) {
 					t.Errorf("section %s does not show %q", op.OperationID, w)
 				}
 			}
