@@ -189,7 +189,7 @@ func TestReadDotenvNamesTheLine(t *testing.T) {
 	if strings.Contains(err.Error(), "secret-value") {
 		t.Error("the error shows the value")
 	}
-	vars, err := readDotenv(writeDotenv(t, "A=1\nexport B='two'\n"))
+	vars, err := readDotenv(writeDotenv(t, "A=1\r\nexport B='two'\n"))
 	if err != nil || vars["A"] != "1" || vars["B"] != "two" || len(vars) != 2 {
 		t.Errorf("vars = %v, %v", vars, err)
 	}

@@ -1,9 +1,8 @@
 package main
 
 import (
-	"bytes"
+	"cmp"
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -13,11 +12,10 @@ import (
 	"os/exec"
 	osuser "os/user"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
-	"time"
 )
 
 // The local dev database: a private PostgreSQL cluster under .myapi/, made
@@ -37,8 +35,6 @@ const (
 	maxSocketPath  = 103 // sun_path is 104 bytes on macOS, 108 on Linux
 	localDBTimeout = 60  // seconds pg_ctl waits for start or stop
 )
-
-var errNoPostgres = errors.New("no PostgreSQL server binaries found: install them (apt-get install postgresql, or brew install postgresql) or set MYAPI_DATABASE__DEV to a PostgreSQL URL")
 
 // localDB is a running local cluster.
 type localDB struct {
@@ -64,18 +60,22 @@ func startLocalDB(ctx context.Context, dir string, opts localDBOptions) (*localD
 	if err != nil {
 		return nil, err
 	}
-	dir, err = filepath.Abs(dir)
-	if err != nil {
+	if dir, err = filepath.Abs(dir); err != nil {
 		return nil, err
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("create %s: %w", dir, err)
+		return nil, err
 	}
-	unlock, err := lockFile(filepath.Join(dir, "lock"))
+	// Two processes starting at once must not both run initdb or pg_ctl
+	// start. Closing the file releases the lock.
+	lock, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, err
 	}
-	defer unlock()
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		return nil, fmt.Errorf("lock local database: %w", err)
+	}
 
 	db := &localDB{bindir: bindir, dir: dir}
 	if os.Geteuid() == 0 {
@@ -88,16 +88,8 @@ func startLocalDB(ctx context.Context, dir string, opts localDBOptions) (*localD
 			return nil, err
 		}
 	}
-	if db.pass, err = db.password(); err != nil {
+	if err := db.initdb(ctx); err != nil {
 		return nil, err
-	}
-	if err := db.ensureDirs(); err != nil {
-		return nil, err
-	}
-	if _, err := os.Stat(filepath.Join(db.dataDir(), "PG_VERSION")); errors.Is(err, fs.ErrNotExist) {
-		if err := db.initdb(ctx); err != nil {
-			return nil, err
-		}
 	}
 	if err := db.start(ctx, opts); err != nil {
 		return nil, err
@@ -110,12 +102,8 @@ func (db *localDB) runDir() string  { return filepath.Join(db.dir, "pgrun") }
 
 // DSN is the connection string for database name on this cluster.
 func (db *localDB) DSN(name string) string {
-	u := url.URL{
-		Scheme:   "postgres",
-		User:     url.UserPassword(localDBUser, db.pass),
-		Path:     "/" + name,
-		RawQuery: url.Values{"host": {db.host}, "port": {strconv.Itoa(db.port)}, "sslmode": {"disable"}}.Encode(),
-	}
+	q := url.Values{"host": {db.host}, "port": {strconv.Itoa(db.port)}, "sslmode": {"disable"}}
+	u := url.URL{Scheme: "postgres", User: url.UserPassword(localDBUser, db.pass), Path: "/" + name, RawQuery: q.Encode()}
 	return u.String()
 }
 
@@ -125,58 +113,55 @@ func (db *localDB) Stop() error {
 		return nil
 	}
 	db.started = false
-	ctx, cancel := context.WithTimeout(context.Background(), localDBTimeout*time.Second)
-	defer cancel()
-	return db.pgctl(ctx, "stop", "-m", "fast")
+	return db.pgctl(context.Background(), "stop", "-m", "fast", "-t", strconv.Itoa(localDBTimeout))
 }
 
-// findPostgres returns the directory of the PostgreSQL server binaries.
+// findPostgres returns the directory of the PostgreSQL server binaries:
+// pg_config's, initdb's on the PATH, else the newest Debian or Homebrew one.
 func findPostgres() (string, error) {
 	var dirs []string
 	if out, err := exec.Command("pg_config", "--bindir").Output(); err == nil {
 		dirs = append(dirs, strings.TrimSpace(string(out)))
 	}
 	if p, err := exec.LookPath("initdb"); err == nil {
-		if real, err := filepath.EvalSymlinks(p); err == nil {
-			dirs = append(dirs, filepath.Dir(real))
+		if p, err := filepath.EvalSymlinks(p); err == nil {
+			dirs = append(dirs, filepath.Dir(p))
 		}
 	}
-	versions, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
-	sort.Slice(versions, func(i, j int) bool { return pgVersion(versions[i]) > pgVersion(versions[j]) })
-	dirs = append(dirs, versions...)
-	brew, _ := filepath.Glob("/opt/homebrew/opt/postgresql@*/bin")
-	dirs = append(dirs, "/opt/homebrew/bin", "/usr/local/bin", "/usr/local/opt/postgresql/bin")
-	dirs = append(dirs, brew...)
+	for _, pattern := range []string{"/usr/lib/postgresql/*/bin", "/opt/homebrew/bin", "/usr/local/bin",
+		"/opt/homebrew/opt/postgresql*/bin", "/usr/local/opt/postgresql*/bin"} {
+		found, _ := filepath.Glob(pattern)
+		slices.SortFunc(found, func(a, b string) int { return pgVersion(b) - pgVersion(a) })
+		dirs = append(dirs, found...)
+	}
 	for _, d := range dirs {
-		if isExecutable(filepath.Join(d, "initdb")) && isExecutable(filepath.Join(d, "pg_ctl")) && isExecutable(filepath.Join(d, "postgres")) {
+		if isExecutable(d, "initdb") && isExecutable(d, "pg_ctl") && isExecutable(d, "postgres") {
 			return d, nil
 		}
 	}
-	return "", errNoPostgres
+	return "", errors.New("no PostgreSQL server binaries found: install them (apt-get install postgresql, or brew install postgresql) or set MYAPI_DATABASE__DEV to a PostgreSQL URL")
 }
 
-// pgVersion reads the major version out of /usr/lib/postgresql/N/bin.
+// pgVersion reads N out of /usr/lib/postgresql/N/bin or .../postgresql@N/bin.
 func pgVersion(bindir string) int {
-	n, _ := strconv.Atoi(filepath.Base(filepath.Dir(bindir)))
+	n, _ := strconv.Atoi(strings.TrimPrefix(filepath.Base(filepath.Dir(bindir)), "postgresql@"))
 	return n
 }
 
-func isExecutable(path string) bool {
-	fi, err := os.Stat(path)
+func isExecutable(dir, name string) bool {
+	fi, err := os.Stat(filepath.Join(dir, name))
 	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0
 }
 
 // unprivilegedUser picks the account the server runs as when we are root.
 func unprivilegedUser() (*syscall.Credential, error) {
 	for _, name := range []string{"postgres", "nobody"} {
-		u, err := osuser.Lookup(name)
-		if err != nil {
-			continue
-		}
-		uid, err1 := strconv.Atoi(u.Uid)
-		gid, err2 := strconv.Atoi(u.Gid)
-		if err1 == nil && err2 == nil {
-			return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
+		if u, err := osuser.Lookup(name); err == nil {
+			uid, err1 := strconv.ParseUint(u.Uid, 10, 32)
+			gid, err2 := strconv.ParseUint(u.Gid, 10, 32)
+			if err1 == nil && err2 == nil {
+				return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
+			}
 		}
 	}
 	return nil, errors.New("running as root, and there is no postgres or nobody user to run the local PostgreSQL as")
@@ -187,104 +172,74 @@ func unprivilegedUser() (*syscall.Credential, error) {
 func makeTraversable(dir string) error {
 	for d := dir; ; d = filepath.Dir(d) {
 		fi, err := os.Stat(d)
+		if err == nil && fi.Mode()&0o001 == 0 {
+			err = os.Chmod(d, fi.Mode()|0o001) // keeps setgid and sticky bits
+		}
 		if err != nil {
-			return err
+			return fmt.Errorf("let the database user traverse %s: %w", d, err)
 		}
-		if fi.Mode().Perm()&0o001 == 0 {
-			if err := os.Chmod(d, fi.Mode().Perm()|0o001); err != nil {
-				return fmt.Errorf("let the database user traverse %s: %w", d, err)
-			}
-		}
-		if parent := filepath.Dir(d); parent == d {
+		if d == filepath.Dir(d) {
 			return nil
 		}
 	}
 }
 
-// password returns the superuser's password, generated on first use. The
+// initdb makes the cluster on first use, and its superuser's password. The
 // cluster trusts its own unix socket, which only its owner can reach; the
 // password guards the 127.0.0.1 fallback, which every local user can reach.
-func (db *localDB) password() (string, error) {
-	path := filepath.Join(db.dir, "pg_password")
-	if b, err := os.ReadFile(path); err == nil && len(b) > 0 {
-		return string(b), nil
+func (db *localDB) initdb(ctx context.Context) error {
+	pwfile := filepath.Join(db.dir, "pg_password")
+	pass, err := readOrCreateSecret(pwfile, 1)
+	if err != nil {
+		return fmt.Errorf("local database password: %w", err)
 	}
-	pass := rand.Text()
-	if err := os.WriteFile(path, []byte(pass), 0o600); err != nil {
-		return "", fmt.Errorf("write local database password: %w", err)
-	}
-	return pass, nil
-}
-
-func (db *localDB) ensureDirs() error {
+	db.pass = string(pass)
 	for _, d := range []string{db.dataDir(), db.runDir()} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return err
 		}
-		if db.runAs != nil {
-			if err := os.Chown(d, int(db.runAs.Uid), int(db.runAs.Gid)); err != nil {
-				return fmt.Errorf("hand %s to the database user: %w", d, err)
+	}
+	if db.runAs != nil {
+		for _, p := range []string{db.dataDir(), db.runDir(), pwfile} {
+			if err := os.Chown(p, int(db.runAs.Uid), int(db.runAs.Gid)); err != nil {
+				return fmt.Errorf("hand %s to the database user: %w", p, err)
 			}
 		}
 	}
-	return nil
-}
-
-func (db *localDB) initdb(ctx context.Context) error {
-	pwfile := filepath.Join(db.runDir(), "initdb_pw")
-	if err := db.writeOwned(pwfile, db.pass); err != nil {
-		return err
+	if _, err := os.Stat(filepath.Join(db.dataDir(), "PG_VERSION")); !errors.Is(err, fs.ErrNotExist) {
+		return nil // made already
 	}
-	defer os.Remove(pwfile)
-	return db.command(ctx, "initdb", "-D", db.dataDir(), "-U", localDBUser, "--pwfile", pwfile,
-		"-E", "UTF8", "--locale", "C", "--auth-local", "trust", "--auth-host", "scram-sha-256").run()
+	return db.run(ctx, "initdb", "-D", db.dataDir(), "-U", localDBUser, "--pwfile", pwfile,
+		"-E", "UTF8", "--locale", "C", "--auth-local", "trust", "--auth-host", "scram-sha-256")
 }
 
 // start runs pg_ctl start unless the cluster already runs, then learns
 // where it listens from postmaster.pid.
 func (db *localDB) start(ctx context.Context, opts localDBOptions) error {
 	if db.pgctl(ctx, "status") != nil {
+		// Listen on a unix socket in pgrun/ only. When its path would be too
+		// long for the kernel, listen on a free 127.0.0.1 port and make no
+		// socket at all: PostgreSQL refuses to start when it cannot make one.
+		settings := []string{"unix_socket_directories='" + db.runDir() + "'", "unix_socket_permissions=0700", "listen_addresses=''", "port=5432"}
+		if len(db.runDir())+len("/.s.PGSQL.5432") > maxSocketPath {
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				return err
+			}
+			port := l.Addr().(*net.TCPAddr).Port
+			l.Close()
+			settings = []string{"unix_socket_directories=''", "listen_addresses='127.0.0.1'", "port=" + strconv.Itoa(port)}
+		}
+		settings = append(settings, opts.settings...)
 		if err := db.pgctl(ctx, "start", "-w", "-t", strconv.Itoa(localDBTimeout),
-			"-l", filepath.Join(db.runDir(), "postgres.log"), "-o", db.serverOptions(opts)); err != nil {
+			"-l", filepath.Join(db.runDir(), "postgres.log"), "-o", "-c "+strings.Join(settings, " -c ")); err != nil {
 			return err
 		}
 		db.started = true
 	}
-	return db.readPostmasterPid()
-}
 
-// serverOptions listen on a unix socket in pgrun/ only, or on a free
-// 127.0.0.1 port when the socket's path would be too long for the kernel.
-func (db *localDB) serverOptions(opts localDBOptions) string {
-	var settings []string
-	if len(db.runDir())+len("/.s.PGSQL.5432") <= maxSocketPath {
-		settings = []string{"unix_socket_directories='" + db.runDir() + "'", "unix_socket_permissions=0700",
-			"listen_addresses=''", "port=5432"}
-	} else {
-		// No socket at all: PostgreSQL refuses to start when it cannot make one.
-		settings = []string{"unix_socket_directories=''", "listen_addresses='127.0.0.1'", "port=" + strconv.Itoa(freePort())}
-	}
-	settings = append(settings, opts.settings...)
-	var b strings.Builder
-	for _, s := range settings {
-		fmt.Fprintf(&b, " -c %s", s)
-	}
-	return strings.TrimSpace(b.String())
-}
-
-// freePort asks the kernel for an unused TCP port on 127.0.0.1.
-func freePort() int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 5432
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// readPostmasterPid reads the port (line 4), socket directory (line 5) and
-// listen address (line 6) of the running server.
-func (db *localDB) readPostmasterPid() error {
+	// postmaster.pid holds the port (line 4), the socket directory (line 5)
+	// and the listen address (line 6) of the running server.
 	b, err := os.ReadFile(filepath.Join(db.dataDir(), "postmaster.pid"))
 	if err != nil {
 		return fmt.Errorf("local database: %w", err)
@@ -296,15 +251,11 @@ func (db *localDB) readPostmasterPid() error {
 	if db.port, err = strconv.Atoi(strings.TrimSpace(lines[3])); err != nil {
 		return fmt.Errorf("local database: bad port in postmaster.pid: %w", err)
 	}
-	db.host = strings.TrimSpace(lines[4])
-	if addr := strings.TrimSpace(lines[5]); addr != "" {
-		db.host = addr
-	}
+	db.host = cmp.Or(strings.TrimSpace(lines[5]), strings.TrimSpace(lines[4]))
 	return nil
 }
 
-// createDatabase creates database name on first use, connecting through
-// psql-free SQL over the maintenance database.
+// createDatabase creates database name unless it exists.
 func (db *localDB) createDatabase(ctx context.Context, name string) error {
 	conn, err := openDB(ctx, db.DSN("postgres"), 1)
 	if err != nil {
@@ -312,75 +263,37 @@ func (db *localDB) createDatabase(ctx context.Context, name string) error {
 	}
 	defer conn.Close()
 	var exists bool
-	if err := conn.QueryRowContext(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", name).Scan(&exists); err != nil {
-		return fmt.Errorf("local database: %w", err)
+	err = conn.QueryRowContext(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", name).Scan(&exists)
+	if err == nil && !exists {
+		_, err = conn.ExecContext(ctx, "CREATE DATABASE "+quoteIdent(name))
 	}
-	if exists {
-		return nil
-	}
-	if _, err := conn.ExecContext(ctx, "CREATE DATABASE "+quoteIdent(name)); err != nil {
+	if err != nil {
 		return fmt.Errorf("local database: create %s: %w", name, err)
 	}
 	return nil
 }
 
-// pgctl runs pg_ctl mode with args on the cluster. The mode goes first,
-// so that an error names it.
+// pgctl runs pg_ctl mode with args on the cluster.
 func (db *localDB) pgctl(ctx context.Context, mode string, args ...string) error {
-	return db.command(ctx, "pg_ctl", append([]string{mode, "-D", db.dataDir()}, args...)...).run()
+	return db.run(ctx, "pg_ctl", append([]string{mode, "-D", db.dataDir()}, args...)...)
 }
 
-// pgCommand is a PostgreSQL binary run as the server's user.
-type pgCommand struct{ cmd *exec.Cmd }
-
-func (db *localDB) command(ctx context.Context, name string, args ...string) pgCommand {
+// run runs a PostgreSQL binary as the server's user. A failure is one error
+// naming the binary and its first argument (pg_ctl's mode), and carrying the
+// last line the binary printed.
+func (db *localDB) run(ctx context.Context, name string, args ...string) error {
 	cmd := exec.CommandContext(ctx, filepath.Join(db.bindir, name), args...)
 	cmd.Dir = db.runDir()
 	cmd.Env = append(os.Environ(), "LC_ALL=C", "TZ=UTC")
 	if db.runAs != nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: db.runAs}
 	}
-	return pgCommand{cmd}
-}
-
-// run runs the command and turns a failure into one error carrying the
-// last line the tool printed.
-func (c pgCommand) run() error {
-	var out bytes.Buffer
-	c.cmd.Stdout, c.cmd.Stderr = &out, &out
-	if err := c.cmd.Run(); err != nil {
-		msg := strings.TrimSpace(out.String())
-		if i := strings.LastIndexByte(msg, '\n'); i >= 0 {
-			msg = msg[i+1:]
-		}
-		return fmt.Errorf("%s %s: %w: %s", filepath.Base(c.cmd.Path), c.cmd.Args[1], err, msg)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		msg := strings.TrimSpace(string(out))
+		msg = msg[strings.LastIndexByte(msg, '\n')+1:]
+		return fmt.Errorf("%s %s: %w: %s", name, args[0], err, msg)
 	}
 	return nil
-}
-
-// writeOwned writes a 0600 file that the server's user can read.
-func (db *localDB) writeOwned(path, content string) error {
-	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
-		return err
-	}
-	if db.runAs != nil {
-		return os.Chown(path, int(db.runAs.Uid), int(db.runAs.Gid))
-	}
-	return nil
-}
-
-// lockFile takes an exclusive lock on path, so that two processes starting
-// at once do not both run initdb or pg_ctl start.
-func lockFile(path string) (unlock func(), err error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("lock local database: %w", err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("lock local database: %w", err)
-	}
-	return func() { f.Close() }, nil
 }
 
 // quoteIdent quotes a PostgreSQL identifier.

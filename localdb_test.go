@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -52,5 +53,96 @@ func TestLocalDBFallsBackToTCP(t *testing.T) {
 	db.Close()
 	if err := cluster.Stop(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestLocalDBConcurrentStarts starts one cluster from two goroutines at once:
+// the lock must let one make and start it and the other reuse it, and only
+// the one that started it may stop it.
+func TestLocalDBConcurrentStarts(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	var dbs [2]*localDB
+	var errs [2]error
+	var wg sync.WaitGroup
+	for i := range dbs {
+		wg.Go(func() { dbs[i], errs[i] = startLocalDB(t.Context(), dir, testClusterOptions) })
+	}
+	wg.Wait()
+	t.Cleanup(func() {
+		for _, db := range dbs {
+			if db != nil {
+				db.Stop()
+			}
+		}
+	})
+	if errs[0] != nil || errs[1] != nil {
+		t.Fatalf("start: %v; %v", errs[0], errs[1])
+	}
+	owner, other := dbs[0], dbs[1]
+	if other.started {
+		owner, other = other, owner
+	}
+	if !owner.started || other.started {
+		t.Fatalf("started = %v and %v, want exactly one", owner.started, other.started)
+	}
+	pidfile := filepath.Join(dir, "pgdata", "postmaster.pid")
+	if err := other.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(pidfile); err != nil {
+		t.Fatalf("the cluster stopped when the start that reused it stopped: %v", err)
+	}
+	if err := owner.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(pidfile); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("the cluster still runs after the start that started it stopped (%v)", err)
+	}
+
+	// pg_ctl's errors name its mode and end with the last line it printed.
+	err := owner.pgctl(t.Context(), "stop")
+	if err == nil || !strings.HasPrefix(err.Error(), "pg_ctl stop: exit status 1: ") || !strings.HasSuffix(err.Error(), "Is server running?") {
+		t.Errorf("stopping a stopped cluster: %v", err)
+	}
+}
+
+func TestPgVersion(t *testing.T) {
+	t.Parallel()
+	for bindir, want := range map[string]int{
+		"/usr/lib/postgresql/9/bin":           9,
+		"/usr/lib/postgresql/17/bin":          17,
+		"/opt/homebrew/opt/postgresql@16/bin": 16,
+		"/usr/local/opt/postgresql/bin":       0,
+	} {
+		if got := pgVersion(bindir); got != want {
+			t.Errorf("pgVersion(%s) = %d, want %d", bindir, got, want)
+		}
+	}
+}
+
+// TestMakeTraversable gives search permission to the directory and to
+// each parent that lacks it, and keeps every other bit.
+func TestMakeTraversable(t *testing.T) {
+	t.Parallel()
+	parent := filepath.Join(t.TempDir(), "parent")
+	dir := filepath.Join(parent, "dir")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(parent, 0o750|fs.ModeSetgid); err != nil {
+		t.Fatal(err)
+	}
+	if err := makeTraversable(dir); err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]fs.FileMode{dir: 0o701, parent: 0o751 | fs.ModeSetgid} {
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := fi.Mode() &^ fs.ModeDir; got != want {
+			t.Errorf("%s: mode %v, want %v", path, got, want)
+		}
 	}
 }
