@@ -222,12 +222,10 @@ func (db *localDB) start(ctx context.Context, opts localDBOptions) error {
 		// socket at all: PostgreSQL refuses to start when it cannot make one.
 		settings := []string{"unix_socket_directories='" + db.runDir() + "'", "unix_socket_permissions=0700", "listen_addresses=''", "port=5432"}
 		if len(db.runDir())+len("/.s.PGSQL.5432") > maxSocketPath {
-			l, err := net.Listen("tcp", "127.0.0.1:0")
+			port, err := freePort()
 			if err != nil {
 				return err
 			}
-			port := l.Addr().(*net.TCPAddr).Port
-			l.Close()
 			settings = []string{"unix_socket_directories=''", "listen_addresses='127.0.0.1'", "port=" + strconv.Itoa(port)}
 		}
 		settings = append(settings, opts.settings...)
@@ -298,3 +296,13 @@ func (db *localDB) run(ctx context.Context, name string, args ...string) error {
 
 // quoteIdent quotes a PostgreSQL identifier.
 func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
+
+// freePort asks the kernel for an unused TCP port on 127.0.0.1.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}

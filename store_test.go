@@ -97,7 +97,7 @@ func startPgbouncer(t *testing.T, dsn string) string {
 	if err != nil {
 		bin = "/usr/sbin/pgbouncer"
 	}
-	if !isExecutable(bin) {
+	if !isExecutable(filepath.Dir(bin), filepath.Base(bin)) {
 		t.Fatal("pgbouncer is not on PATH or at /usr/sbin/pgbouncer: install it (apt-get install pgbouncer, or brew install pgbouncer)")
 	}
 	cfg, err := pgconn.ParseConfig(dsn)
@@ -105,7 +105,10 @@ func startPgbouncer(t *testing.T, dsn string) string {
 		t.Fatal(err)
 	}
 	q := func(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
-	port := freePort()
+	port, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
 	ini := fmt.Sprintf("[databases]\nmyapi = host=%s port=%d dbname=%s user=%s password=%s\n\n"+
 		"[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = %d\nunix_socket_dir =\n"+
 		"auth_type = any\npool_mode = transaction\ndefault_pool_size = 4\n",
