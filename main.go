@@ -4,18 +4,12 @@
 //
 // A request flows through the handler that newHandler builds:
 //
-//	logRequests → recoverPanics → secureHeaders → http.ServeMux
-//	  POST /token          handleToken: form → loginGuard → bcrypt → signToken
+//	logRequests → recoverPanics → secureHeaders → decodedPaths → http.ServeMux
+//	  POST /token          handleToken: form → login throttle → bcrypt → signToken
 //	  GET  /movies/...     requireUser: Bearer → verifyToken → user lookup
 //	                       → handleGetMovie / handleNewMovies → store → JSON
 //
-// Files: main.go (this: the command line and the server's life cycle),
-// config.go (environment and .env), localdb.go (the local dev PostgreSQL),
-// store.go and schema.sql (the database), server.go (routes and
-// middleware), errors.go (error responses), token.go (HS256 JWT), auth.go
-// (login, bearer auth, create-user), throttle.go (the login throttle),
-// movies.go (the movies routes), openapi.go with openapi.json and docs.html
-// (the API's documentation).
+// README.md lists the files and what each owns.
 package main
 
 import (
