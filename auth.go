@@ -33,6 +33,8 @@ type user struct {
 	Name           string
 	Email          string
 	HashedPassword string
+	// PasswordChangedAt is when the password last changed; zero if never.
+	PasswordChangedAt time.Time
 }
 
 // tokenResponse is the body of a successful login (RFC 6749 §5.1).
@@ -69,6 +71,9 @@ func handleToken(log *slog.Logger, s *store, bc *bcryptLimiter, trusted []netip.
 			return
 		}
 
+		// Taken before the check: a login that read the row from before a
+		// password change gets a token dated before it.
+		t := now()
 		u, err := authenticate(r.Context(), s, bc, form.Username, form.Password)
 		if !errors.Is(err, errBadCredentials) {
 			// Only a wrong password keeps the failure startLogin counted.
@@ -85,7 +90,13 @@ func handleToken(log *slog.Logger, s *store, bc *bcryptLimiter, trusted []netip.
 		case err != nil:
 			serviceUnavailable(w, r, log, err)
 		default:
-			t := now()
+			// iat has whole seconds, and requireUser refuses a token from the
+			// second of the last password change (if any): date it in the
+			// next one, which may lie a second or two ahead (token.go allows
+			// a minute).
+			if next := time.Unix(u.PasswordChangedAt.Unix()+1, 0); next.After(t) {
+				t = next
+			}
 			token := signToken(key, tokenClaims{Sub: u.Email, Name: u.Name, IssuedAt: t, ExpiresAt: t.Add(ttl)})
 			w.Header().Set("Cache-Control", "no-store")
 			w.Header().Set("Pragma", "no-cache")
@@ -241,7 +252,8 @@ func (b *bcryptLimiter) compare(ctx context.Context, hash []byte, password strin
 
 // requireUser lets a request through only with a valid bearer token
 // (RFC 6750 §2.1: from the Authorization header, never the query string)
-// whose subject is still a user: deleting a user revokes their tokens.
+// whose subject is still a user, issued after their password last changed:
+// deleting a user or changing the password revokes their tokens.
 func requireUser(log *slog.Logger, s *store, keys tokenKeys, now func() time.Time, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// Split at the first space, as the original does: "Bearer  t" is
@@ -271,6 +283,13 @@ func requireUser(log *slog.Logger, s *store, keys tokenKeys, now func() time.Tim
 		}
 		if err != nil {
 			serviceUnavailable(w, r, log, err)
+			return
+		}
+		// iat has whole seconds, so one in the change's own second may be
+		// older than the change: refused. No iat (the original's tokens)
+		// reads as the zero time: refused once the password has changed.
+		if changed := u.PasswordChangedAt; !changed.IsZero() && claims.IssuedAt.Unix() <= changed.Unix() {
+			invalidCredentials(w, r)
 			return
 		}
 		if info := infoFrom(r.Context()); info != nil {

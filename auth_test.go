@@ -431,8 +431,7 @@ func TestKeyRotation(t *testing.T) {
 	createUser(t, env, "Ada", "ada@example.com", "correct horse")
 	app := startApp(t, env)
 
-	now := time.Now()
-	claims := tokenClaims{Sub: "ada@example.com", Name: "Ada", IssuedAt: now, ExpiresAt: now.Add(time.Hour)}
+	claims := newClaims("ada@example.com")
 	for _, key := range []string{newKey, oldKey, olderKey} {
 		app.do(t, "GET", "/movies/new?year=1&rating=1", bearer(signToken([]byte(key), claims)), nil).expect(t, 200, `[]`)
 	}

@@ -51,6 +51,10 @@ Usage:
   myapi serve                                         listen on MYAPI_ADDR
   myapi create-user -name NAME -email EMAIL -password PW
   myapi create-user -name NAME -email EMAIL -password-stdin < pw.txt
+  myapi list-users [-json]                            id, name, email; never a hash
+  myapi set-password -email EMAIL (-password PW | -password-stdin)
+  myapi delete-user -email EMAIL                      their tokens stop working
+  myapi unblock (-email EMAIL | -client ADDRESS)      clear login failures
   myapi migrate                                       apply schema.sql and exit
   myapi help                                          this text
 
@@ -72,6 +76,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		return runMigrate(ctx, args, getenv, stdout, stderr)
 	case "create-user":
 		return runCreateUser(ctx, args, getenv, stdin, stdout, stderr)
+	case "list-users":
+		return runListUsers(ctx, args, getenv, stdout, stderr)
+	case "set-password":
+		return runSetPassword(ctx, args, getenv, stdin, stdout, stderr)
+	case "delete-user":
+		return runDeleteUser(ctx, args, getenv, stdout, stderr)
+	case "unblock":
+		return runUnblock(ctx, args, getenv, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -629,6 +629,14 @@ func (a *testApp) token(t testing.TB, email, password string) string {
 
 func bearer(token string) http.Header { return http.Header{"Authorization": {"Bearer " + token}} }
 
+// newClaims are claims for a token signed by hand for a user created a
+// moment ago: iat is a second ahead, since a token issued in the second the
+// password was set is refused.
+func newClaims(sub string) tokenClaims {
+	now := time.Now()
+	return tokenClaims{Sub: sub, IssuedAt: now.Add(time.Second), ExpiresAt: now.Add(time.Hour)}
+}
+
 // newTestHandler is the real handler stack on a test database with a
 // clock the test controls.
 func newTestHandler(t testing.TB, dsn string, now func() time.Time) *httptest.Server {

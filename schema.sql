@@ -1,8 +1,12 @@
 -- The myapi schema. Applied on every start, inside one transaction under an
--- advisory lock, so it must stay idempotent: CREATE ... IF NOT EXISTS and
--- CREATE OR REPLACE only. The tables' names and columns are those of the
--- FastAPI service myapi ports, whose databases are used as they are: never
--- change them here.
+-- advisory lock, so it must stay idempotent: CREATE ... IF NOT EXISTS,
+-- CREATE OR REPLACE, and DO blocks that check the catalog first. The tables'
+-- names and columns are those of the FastAPI service myapi ports, whose
+-- databases are used as they are: never change them here, only add to them.
+--
+-- A start that changes nothing must take no lock that waits for queries:
+-- ALTER TABLE and CREATE INDEX lock their table even when IF NOT EXISTS
+-- then finds nothing to do, and every request would queue behind them.
 
 CREATE SCHEMA IF NOT EXISTS myapi;
 
@@ -20,8 +24,21 @@ CREATE TABLE IF NOT EXISTS myapi.users (
     hashed_password TEXT NOT NULL
 );
 
+-- When the password last changed: tokens issued before it are refused
+-- (auth.go). NULL for rows the original service made, never changed.
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT FROM information_schema.columns WHERE table_schema = 'myapi'
+                   AND table_name = 'users' AND column_name = 'password_changed_at') THEN
+        ALTER TABLE myapi.users ADD COLUMN password_changed_at TIMESTAMPTZ;
+    END IF;
+END $$;
+
 -- /movies/new filters on both columns.
-CREATE INDEX IF NOT EXISTS movies_released_rating_idx ON myapi.movies (released, rating);
+DO $$ BEGIN
+    IF to_regclass('myapi.movies_released_rating_idx') IS NULL THEN
+        CREATE INDEX movies_released_rating_idx ON myapi.movies (released, rating);
+    END IF;
+END $$;
 
 -- new_movies is the set-returning ("table-valued") function behind
 -- GET /movies/new. Parameters are qualified with the function's name
@@ -46,4 +63,8 @@ CREATE TABLE IF NOT EXISTS myapi.login_failures (
 );
 
 -- Expired rows are deleted in small batches, oldest first.
-CREATE INDEX IF NOT EXISTS login_failures_reset_at_idx ON myapi.login_failures (reset_at);
+DO $$ BEGIN
+    IF to_regclass('myapi.login_failures_reset_at_idx') IS NULL THEN
+        CREATE INDEX login_failures_reset_at_idx ON myapi.login_failures (reset_at);
+    END IF;
+END $$;

@@ -290,8 +290,7 @@ func TestBusyPoolAnswers503(t *testing.T) {
 	srv := httptest.NewServer(newHandler(testDeps(newLogger(io.Discard, "text"), db)))
 	defer srv.Close()
 	app := &testApp{url: srv.URL, client: srv.Client()}
-	now := time.Now()
-	auth := bearer(signToken(key, tokenClaims{Sub: "ada@example.com", IssuedAt: now, ExpiresAt: now.Add(time.Hour)}))
+	auth := bearer(signToken(key, newClaims("ada@example.com")))
 
 	conn, err := db.Conn(t.Context())
 	if err != nil {
@@ -318,8 +317,7 @@ func TestQueriesShareOneTimeout(t *testing.T) {
 	key := []byte(testTokenKey)
 	var logs syncBuffer
 	h := newHandler(testDeps(newLogger(&logs, "text"), db))
-	now := time.Now()
-	token := signToken(key, tokenClaims{Sub: "ada@example.com", IssuedAt: now, ExpiresAt: now.Add(time.Hour)})
+	token := signToken(key, newClaims("ada@example.com"))
 
 	lock := func(table string) *sql.Tx {
 		tx, err := openTestDB(t, dsn).Begin()
@@ -361,8 +359,7 @@ func TestClientGoneIsNotADatabaseFault(t *testing.T) {
 	var logs syncBuffer
 	key := []byte(testTokenKey)
 	h := newHandler(testDeps(newLogger(&logs, "text"), openTestDB(t, dsn)))
-	now := time.Now()
-	token := signToken(key, tokenClaims{Sub: "ada@example.com", IssuedAt: now, ExpiresAt: now.Add(time.Hour)})
+	token := signToken(key, newClaims("ada@example.com"))
 
 	tx, err := openTestDB(t, dsn).Begin()
 	if err != nil {

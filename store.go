@@ -38,6 +38,11 @@ ON CONFLICT (movie_id) DO NOTHING`
 // between processes (any constant works; this one spells "myapi").
 const migrateLockID = 0x6d79617069
 
+// migrateLockTimeout bounds each lock wait of a migration, the advisory
+// lock's included. A start that needs a table a long query holds (a
+// pg_dump) fails rather than waits, with every request queued behind it.
+const migrateLockTimeout = 5 * time.Second
+
 const (
 	// queryTimeout bounds every query a request makes, so a stuck
 	// database turns into a 503 instead of a hung request.
@@ -130,6 +135,11 @@ func migrate(ctx context.Context, db *sql.DB, withSamples bool) error {
 		return fmt.Errorf("migrate: %w", err)
 	}
 	defer tx.Rollback()
+	// set_config(..., true) is SET LOCAL: it ends with the transaction.
+	ms := fmt.Sprint(migrateLockTimeout.Milliseconds())
+	if _, err := tx.ExecContext(ctx, "SELECT set_config('lock_timeout', $1, true)", ms); err != nil {
+		return fmt.Errorf("migrate: set lock_timeout: %w", err)
+	}
 	if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1)", migrateLockID); err != nil {
 		return fmt.Errorf("migrate: lock: %w", err)
 	}
@@ -201,24 +211,86 @@ func (s *store) userByEmail(ctx context.Context, email string) (user, error) {
 	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
 	defer cancel()
 	var u user
+	var changed sql.NullTime
 	err := s.db.QueryRowContext(ctx,
-		"SELECT user_id, name, email, hashed_password FROM myapi.users WHERE email = $1", email,
-	).Scan(&u.ID, &u.Name, &u.Email, &u.HashedPassword)
+		"SELECT user_id, name, email, hashed_password, password_changed_at FROM myapi.users WHERE email = $1", email,
+	).Scan(&u.ID, &u.Name, &u.Email, &u.HashedPassword, &changed)
 	if errors.Is(err, sql.ErrNoRows) {
 		return user{}, errNotFound
 	}
+	u.PasswordChangedAt = changed.Time // the zero time when NULL
 	return u, err
+}
+
+// accounts returns every user, by id, without the password hashes.
+func (s *store) accounts(ctx context.Context) ([]account, error) {
+	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
+	defer cancel()
+	rows, err := s.db.QueryContext(ctx, "SELECT user_id, name, email FROM myapi.users ORDER BY user_id")
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []account{}
+	for rows.Next() {
+		var a account
+		if err := rows.Scan(&a.ID, &a.Name, &a.Email); err != nil {
+			return nil, err
+		}
+		out = append(out, a)
+	}
+	return out, rows.Err()
+}
+
+// setPassword replaces the user's password hash and records the change,
+// which revokes every token issued before; errNotFound when there is no
+// such user. handleToken dates tokens up to the second after the previous
+// change, so this one is recorded at least a second after it.
+func (s *store) setPassword(ctx context.Context, email, hashedPassword string) error {
+	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
+	defer cancel()
+	err := s.db.QueryRowContext(ctx, `UPDATE myapi.users SET hashed_password = $2,
+		password_changed_at = greatest(now(), password_changed_at + interval '1 second')
+		WHERE email = $1 RETURNING user_id`, email, hashedPassword).Scan(new(int))
+	if errors.Is(err, sql.ErrNoRows) {
+		return errNotFound
+	}
+	return err
+}
+
+// deleteUser deletes the user, or returns errNotFound. It returns once the
+// second after their last password change has begun: handleToken may date
+// their tokens in that second, and a user created under the email before
+// then would not refuse them. (Tokens dated over a minute ahead are refused
+// anyway: it waits a minute at most.)
+func (s *store) deleteUser(ctx context.Context, email string) error {
+	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
+	defer cancel()
+	var changed sql.NullTime
+	var dbNow time.Time
+	err := s.db.QueryRowContext(ctx,
+		"DELETE FROM myapi.users WHERE email = $1 RETURNING password_changed_at, clock_timestamp()", email,
+	).Scan(&changed, &dbNow)
+	if errors.Is(err, sql.ErrNoRows) {
+		return errNotFound
+	}
+	if err == nil && changed.Valid {
+		time.Sleep(min(time.Unix(changed.Time.Unix()+1, 0).Sub(dbNow), time.Minute))
+	}
+	return err
 }
 
 // createUser inserts a user and returns its id, or errDuplicate when the
 // email is taken. The duplicate is recognised by its SQLSTATE (23505),
-// never by the message, which changes with the server's language.
+// never by the message, which changes with the server's language. Its
+// password counts as changed now, so that tokens of a deleted user of the
+// same email stay revoked (see deleteUser).
 func (s *store) createUser(ctx context.Context, name, email, hashedPassword string) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
 	defer cancel()
 	var id int
-	err := s.db.QueryRowContext(ctx,
-		"INSERT INTO myapi.users (name, email, hashed_password) VALUES ($1, $2, $3) RETURNING user_id",
+	err := s.db.QueryRowContext(ctx, `INSERT INTO myapi.users (name, email, hashed_password, password_changed_at)
+		VALUES ($1, $2, $3, now()) RETURNING user_id`,
 		name, email, hashedPassword,
 	).Scan(&id)
 	var pgErr *pgconn.PgError

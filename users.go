@@ -3,61 +3,54 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net/mail"
+	"net/netip"
 	"strings"
 
 	"golang.org/x/crypto/bcrypt"
 )
 
-// The account commands: what an operator does to users from the command line.
+// The account commands: what an operator does to users from the command
+// line. Each opens and migrates the database as serve does.
+
+// account is a user as list-users shows it: never the hash.
+type account struct {
+	ID    int    `json:"id"`
+	Name  string `json:"name"`
+	Email string `json:"email"`
+}
 
 // runCreateUser is the create-user command.
 func runCreateUser(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("create-user", flag.ContinueOnError)
 	name := fs.String("name", "", "the user's name")
 	email := fs.String("email", "", "the user's email, their login")
-	password := fs.String("password", "", "the password (visible to other users of this machine: prefer -password-stdin)")
-	fromStdin := fs.Bool("password-stdin", false, "read the password from the first line of standard input")
+	readPassword := passwordFlags(fs)
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return err
 	}
-	if (*password == "") == !*fromStdin {
-		fmt.Fprintln(stderr, "create-user: give exactly one of -password and -password-stdin")
-		fs.Usage()
-		return errUsage
-	}
-	if *fromStdin {
-		line, err := bufio.NewReader(stdin).ReadString('\n')
-		if err != nil && !(errors.Is(err, io.EOF) && line != "") {
-			return fmt.Errorf("create-user: read password from stdin: %w", err)
-		}
-		*password = strings.TrimRight(line, "\r\n")
-	}
-	if err := validateNewUser(*name, *email, *password); err != nil {
-		return fmt.Errorf("create-user: %w", err)
-	}
-
-	cfg, err := loadConfig(getenv)
+	password, err := readPassword(stdin)
 	if err != nil {
 		return err
 	}
-	hash, err := bcrypt.GenerateFromPassword([]byte(*password), cfg.BcryptCost)
-	if err != nil {
-		return fmt.Errorf("create-user: hash password: %w", err)
+	if err := validateNewUser(*name, *email, password); err != nil {
+		return fmt.Errorf("create-user: %w", err)
 	}
-	db, closeDB, err := openDatabase(ctx, cfg, newLogger(stderr, cfg.LogFormat))
+	s, cfg, closeDB, err := openStore(ctx, getenv, stderr)
 	if err != nil {
 		return fmt.Errorf("create-user: %w", err)
 	}
 	defer closeDB()
-	if err := migrate(ctx, db, cfg.Env == "dev"); err != nil {
-		return fmt.Errorf("create-user: %w", err)
+	hash, err := bcrypt.GenerateFromPassword([]byte(password), cfg.BcryptCost)
+	if err != nil {
+		return fmt.Errorf("create-user: hash password: %w", err)
 	}
-	id, err := (&store{db: db}).createUser(ctx, *name, *email, string(hash))
+	id, err := s.createUser(ctx, *name, *email, string(hash))
 	if errors.Is(err, errDuplicate) {
 		return fmt.Errorf("create-user: a user with email %s already exists", *email)
 	}
@@ -65,6 +58,189 @@ func runCreateUser(ctx context.Context, args []string, getenv func(string) strin
 		return fmt.Errorf("create-user: %w", err)
 	}
 	fmt.Fprintf(stdout, "create-user: created user %d, %s\n", id, *email)
+	return nil
+}
+
+// runListUsers is the list-users command: a line per user, its fields
+// separated by tabs, or with -json a JSON array.
+func runListUsers(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("list-users", flag.ContinueOnError)
+	asJSON := fs.Bool("json", false, "print a JSON array of objects with keys id, name and email")
+	if err := parseFlags(fs, args, stderr); err != nil {
+		return err
+	}
+	s, _, closeDB, err := openStore(ctx, getenv, stderr)
+	if err != nil {
+		return fmt.Errorf("list-users: %w", err)
+	}
+	defer closeDB()
+	accounts, err := s.accounts(ctx)
+	if err != nil {
+		return fmt.Errorf("list-users: %w", err)
+	}
+	if *asJSON {
+		return json.NewEncoder(stdout).Encode(accounts)
+	}
+	for _, a := range accounts {
+		fmt.Fprintf(stdout, "%d\t%s\t%s\n", a.ID, fieldEscaper.Replace(a.Name), fieldEscaper.Replace(a.Email))
+	}
+	return nil
+}
+
+// fieldEscaper keeps list-users' lines one user each, one field per tab.
+var fieldEscaper = strings.NewReplacer(`\`, `\\`, "\t", `\t`, "\n", `\n`, "\r", `\r`)
+
+// runSetPassword is the set-password command. It revokes every token
+// issued before, and clears the account's login failures.
+func runSetPassword(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("set-password", flag.ContinueOnError)
+	email := fs.String("email", "", "the user's email")
+	readPassword := passwordFlags(fs)
+	if err := parseFlags(fs, args, stderr); err != nil {
+		return err
+	}
+	if *email == "" {
+		return usageError(fs, "-email is required")
+	}
+	password, err := readPassword(stdin)
+	if err != nil {
+		return err
+	}
+	if err := checkPassword(password); err != nil {
+		return fmt.Errorf("set-password: %s: %w", *email, err)
+	}
+	s, cfg, closeDB, err := openStore(ctx, getenv, stderr)
+	if err != nil {
+		return fmt.Errorf("set-password: %w", err)
+	}
+	defer closeDB()
+	hash, err := bcrypt.GenerateFromPassword([]byte(password), cfg.BcryptCost)
+	if err != nil {
+		return fmt.Errorf("set-password: hash password: %w", err)
+	}
+	err = s.setPassword(ctx, *email, string(hash))
+	if errors.Is(err, errNotFound) {
+		return fmt.Errorf("set-password: no user with email %s", *email)
+	}
+	if err == nil {
+		err = s.clearFailures(ctx, accountKey(*email))
+	}
+	if err != nil {
+		return fmt.Errorf("set-password: %w", err)
+	}
+	fmt.Fprintf(stdout, "set-password: changed the password of %s; older tokens are refused\n", *email)
+	return nil
+}
+
+// runDeleteUser is the delete-user command. The user's tokens stop
+// working at once: requireUser refuses a subject that is no user.
+func runDeleteUser(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("delete-user", flag.ContinueOnError)
+	email := fs.String("email", "", "the user's email")
+	if err := parseFlags(fs, args, stderr); err != nil {
+		return err
+	}
+	if *email == "" {
+		return usageError(fs, "-email is required")
+	}
+	s, _, closeDB, err := openStore(ctx, getenv, stderr)
+	if err != nil {
+		return fmt.Errorf("delete-user: %w", err)
+	}
+	defer closeDB()
+	err = s.deleteUser(ctx, *email)
+	if errors.Is(err, errNotFound) {
+		return fmt.Errorf("delete-user: no user with email %s", *email)
+	}
+	if err != nil {
+		return fmt.Errorf("delete-user: %w", err)
+	}
+	fmt.Fprintf(stdout, "delete-user: deleted %s\n", *email)
+	return nil
+}
+
+// runUnblock is the unblock command: it clears the login failures of an
+// account or of a client address, keyed as the throttle keys them.
+func runUnblock(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("unblock", flag.ContinueOnError)
+	email := fs.String("email", "", "the account's email")
+	client := fs.String("client", "", "the client's IP address (IPv6: its /64, which the throttle counts as one)")
+	if err := parseFlags(fs, args, stderr); err != nil {
+		return err
+	}
+	if (*email == "") == (*client == "") {
+		return usageError(fs, "give exactly one of -email and -client")
+	}
+	key, who := accountKey(*email), "account "+*email
+	if *client != "" {
+		addr, err := netip.ParseAddr(*client)
+		if err != nil {
+			return usageError(fs, fmt.Sprintf("-client %q is not an IP address", *client))
+		}
+		key, who = clientKey(addr), "client "+*client
+	}
+	s, _, closeDB, err := openStore(ctx, getenv, stderr)
+	if err != nil {
+		return fmt.Errorf("unblock: %w", err)
+	}
+	defer closeDB()
+	if err := s.clearFailures(ctx, key); err != nil {
+		return fmt.Errorf("unblock: %w", err)
+	}
+	fmt.Fprintf(stdout, "unblock: cleared the login failures of %s\n", who)
+	return nil
+}
+
+// openStore loads the configuration and opens and migrates its database.
+func openStore(ctx context.Context, getenv func(string) string, stderr io.Writer) (*store, config, func(), error) {
+	cfg, err := loadConfig(getenv)
+	if err != nil {
+		return nil, cfg, nil, err
+	}
+	db, closeDB, err := openDatabase(ctx, cfg, newLogger(stderr, cfg.LogFormat))
+	if err != nil {
+		return nil, cfg, nil, err
+	}
+	if err := migrate(ctx, db, cfg.Env == "dev"); err != nil {
+		closeDB()
+		return nil, cfg, nil, err
+	}
+	return &store{db: db}, cfg, closeDB, nil
+}
+
+// usageError prints a command's problem and its usage, and returns errUsage.
+func usageError(fs *flag.FlagSet, problem string) error {
+	fmt.Fprintf(fs.Output(), "%s: %s\n", fs.Name(), problem)
+	fs.Usage()
+	return errUsage
+}
+
+// passwordFlags adds -password and -password-stdin to fs. After parsing,
+// read returns the one given: -password's value, or the first line of
+// stdin without its line ending.
+func passwordFlags(fs *flag.FlagSet) (read func(stdin io.Reader) (string, error)) {
+	value := fs.String("password", "", "the password (visible to other users of this machine: prefer -password-stdin)")
+	fromStdin := fs.Bool("password-stdin", false, "read the password from the first line of standard input")
+	return func(stdin io.Reader) (string, error) {
+		if (*value == "") == !*fromStdin {
+			return "", usageError(fs, "give exactly one of -password and -password-stdin")
+		}
+		if !*fromStdin {
+			return *value, nil
+		}
+		line, err := bufio.NewReader(stdin).ReadString('\n')
+		if err != nil && !(errors.Is(err, io.EOF) && line != "") {
+			return "", fmt.Errorf("%s: read password from stdin: %w", fs.Name(), err)
+		}
+		return strings.TrimRight(line, "\r\n"), nil
+	}
+}
+
+// checkPassword checks a new password's length (auth.go says why).
+func checkPassword(password string) error {
+	if n := len(password); n < minPasswordBytes || n > maxPasswordBytes {
+		return fmt.Errorf("the password must be %d to %d bytes long", minPasswordBytes, maxPasswordBytes)
+	}
 	return nil
 }
 
@@ -80,8 +256,8 @@ func validateNewUser(name, email, password string) error {
 	if a, err := mail.ParseAddress(email); err != nil || a.Name != "" || a.Address != email {
 		problems = append(problems, fmt.Sprintf("-email %q is not an email address", email))
 	}
-	if n := len(password); n < minPasswordBytes || n > maxPasswordBytes {
-		problems = append(problems, fmt.Sprintf("the password must be %d to %d bytes long", minPasswordBytes, maxPasswordBytes))
+	if err := checkPassword(password); err != nil {
+		problems = append(problems, err.Error())
 	}
 	if problems != nil {
 		return errors.New(strings.Join(problems, "; "))

@@ -3,10 +3,20 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/base64"
 	"errors"
+	"fmt"
 	"io"
+	"net/netip"
 	"strings"
+	"sync"
 	"testing"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
 )
 
 func TestCreateUser(t *testing.T) {
@@ -48,5 +58,402 @@ func TestCreateUser(t *testing.T) {
 	err = run(context.Background(), []string{"create-user", "-name", "B", "-email", "b@example.com", "-password", pw, "-password-stdin"}, env, nil, io.Discard, io.Discard)
 	if !errors.Is(err, errUsage) {
 		t.Errorf("both password flags: %v, want a usage error", err)
+	}
+}
+
+// runCmd runs a myapi command with stdin and returns what it printed.
+func runCmd(t *testing.T, env func(string) string, stdin string, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	err = run(context.Background(), args, env, strings.NewReader(stdin), &out, &errOut)
+	return out.String(), errOut.String(), err
+}
+
+// usersTable is myapi.users, hashes and all, as text.
+func usersTable(t *testing.T, db *sql.DB) string {
+	t.Helper()
+	var s sql.NullString
+	err := db.QueryRow("SELECT string_agg(u::text, E'\\n' ORDER BY user_id) FROM myapi.users AS u").Scan(&s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.String
+}
+
+// originalToken is a token as the original service signs it: sub and
+// expires_at, no iat.
+func originalToken(sub string, expires time.Time) string {
+	seg := func(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
+	claims := fmt.Sprintf(`{"sub":%q,"expires_at":%q}`, sub, expires.UTC().Format(time.DateTime))
+	input := seg(`{"alg":"HS256","typ":"JWT"}`) + "." + seg(claims)
+	mac := hmac.New(sha256.New, []byte(testTokenKey))
+	mac.Write([]byte(input))
+	return input + "." + base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
+}
+
+// issuedAt reads a token's iat without verifying it.
+func issuedAt(t *testing.T, token string) int64 {
+	t.Helper()
+	payload, err := base64.RawURLEncoding.DecodeString(strings.Split(token, ".")[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c struct{ Iat int64 }
+	decodeJSON(t, string(payload), &c)
+	return c.Iat
+}
+
+const moviesPath = "/movies/new?year=1&rating=1"
+
+func TestListUsers(t *testing.T) {
+	t.Parallel()
+	dsn := newTestDatabase(t)
+	env := testEnv(t, dsn)
+	for _, c := range []struct{ flag, want string }{{"", ""}, {"-json", "[]\n"}} {
+		args := []string{"list-users", c.flag}
+		if c.flag == "" {
+			args = args[:1]
+		}
+		if out, _, err := runCmd(t, env, "", args...); err != nil || out != c.want {
+			t.Errorf("%q with no users: %q, %v; want %q", args, out, err, c.want)
+		}
+	}
+
+	createUser(t, env, "Ada", "ada@example.com", "correct horse")
+	createUser(t, env, "Tab\there, new\nline, back\\slash", "odd@example.com", "correct horse")
+	// An email the original's command line could store; and an update,
+	// which moves user 1 to the end of the table, so that order is by id.
+	db := openTestDB(t, dsn)
+	_, err := db.Exec(`INSERT INTO myapi.users (name, email, hashed_password) VALUES ('Raw', E'raw\tmail@example.com', 'x');
+		UPDATE myapi.users SET name = 'Ada Lovelace' WHERE user_id = 1`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _, err := runCmd(t, env, "", "list-users")
+	want := "1\tAda Lovelace\tada@example.com\n" +
+		`2	Tab\there, new\nline, back\\slash	odd@example.com` + "\n" +
+		`3	Raw	raw\tmail@example.com` + "\n"
+	if err != nil || out != want {
+		t.Errorf("list-users:\n%q, %v\nwant\n%q", out, err, want)
+	}
+
+	out, _, err = runCmd(t, env, "", "list-users", "-json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []map[string]any
+	decodeJSON(t, out, &got)
+	wantJSON := []map[string]any{
+		{"id": 1.0, "name": "Ada Lovelace", "email": "ada@example.com"},
+		{"id": 2.0, "name": "Tab\there, new\nline, back\\slash", "email": "odd@example.com"},
+		{"id": 3.0, "name": "Raw", "email": "raw\tmail@example.com"},
+	}
+	if fmt.Sprint(got) != fmt.Sprint(wantJSON) {
+		t.Errorf("list-users -json:\n%v\nwant\n%v", got, wantJSON)
+	}
+	if strings.Contains(out, "$2") {
+		t.Errorf("list-users -json shows a hash: %s", out)
+	}
+}
+
+// TestAccountCommandFailures checks that each failure is a usage error
+// (exit status 2) or one line naming the email (exit status 1), and that
+// it changes nothing.
+func TestAccountCommandFailures(t *testing.T) {
+	t.Parallel()
+	dsn := newTestDatabase(t)
+	env := testEnv(t, dsn)
+	createUser(t, env, "Ada", "ada@example.com", "correct horse")
+	db := openTestDB(t, dsn)
+	before := usersTable(t, db)
+	const pw = "battery staple"
+	const tooShort = "set-password: ada@example.com: the password must be 8 to 72 bytes long"
+
+	for _, c := range []struct {
+		args  []string
+		stdin string
+		want  string // "" for a usage error
+	}{
+		{[]string{"set-password", "-email", "nobody@example.com", "-password", pw}, "", "set-password: no user with email nobody@example.com"},
+		{[]string{"set-password", "-email", "ada@example.com", "-password", "short"}, "", tooShort},
+		{[]string{"set-password", "-email", "ada@example.com", "-password", strings.Repeat("x", 73)}, "", tooShort},
+		{[]string{"set-password", "-email", "ada@example.com", "-password-stdin"}, "short\n", tooShort},
+		{[]string{"delete-user", "-email", "nobody@example.com"}, "", "delete-user: no user with email nobody@example.com"},
+		{[]string{"create-user", "-name", "Ada", "-email", "ada@example.com", "-password", pw}, "", "create-user: a user with email ada@example.com already exists"},
+		{[]string{"set-password", "-password", pw}, "", ""},
+		{[]string{"set-password", "-email", "ada@example.com"}, "", ""},
+		{[]string{"set-password", "-email", "ada@example.com", "-password", pw, "-password-stdin"}, pw, ""},
+		{[]string{"set-password", "-email", "ada@example.com", "-password", pw, "extra"}, "", ""},
+		{[]string{"delete-user"}, "", ""},
+		{[]string{"delete-user", "-email", "ada@example.com", "extra"}, "", ""},
+		{[]string{"list-users", "-csv"}, "", ""},
+		{[]string{"unblock"}, "", ""},
+		{[]string{"unblock", "-email", "ada@example.com", "-client", "192.0.2.1"}, "", ""},
+		{[]string{"unblock", "-client", "not-an-address"}, "", ""},
+		{[]string{"unblock", "-client", "192.0.2.0/24"}, "", ""},
+	} {
+		stdout, stderr, err := runCmd(t, env, c.stdin, c.args...)
+		switch {
+		case c.want == "" && (!errors.Is(err, errUsage) || !strings.Contains(stderr, "Usage of "+c.args[0])):
+			t.Errorf("%q: %v, stderr %q; want a usage error with the usage", c.args, err, stderr)
+		case c.want != "" && (err == nil || errors.Is(err, errUsage) || err.Error() != c.want):
+			t.Errorf("%q: %v; want %q", c.args, err, c.want)
+		}
+		if strings.Contains(stdout+stderr, pw) {
+			t.Errorf("%q shows the password: %q %q", c.args, stdout, stderr)
+		}
+	}
+	if _, stderr, _ := runCmd(t, env, "", "unblock", "-client", "not-an-address"); !strings.HasPrefix(stderr, `unblock: -client "not-an-address" is not an IP address`+"\n") {
+		t.Errorf("unblock with a bad address: stderr %q", stderr)
+	}
+	if after := usersTable(t, db); after != before {
+		t.Errorf("failures changed the users:\n%s\nwas\n%s", after, before)
+	}
+}
+
+func TestSetPasswordRevokesOlderTokens(t *testing.T) {
+	t.Parallel()
+	dsn := newTestDatabase(t)
+	env := testEnv(t, dsn)
+	createUser(t, env, "Ada", "ada@example.com", "correct horse")
+	app := startApp(t, env)
+	old := bearer(app.token(t, "ada@example.com", "correct horse"))
+	app.do(t, "GET", moviesPath, old, nil).expect(t, 200, `[]`)
+	for range maxAccountFailures {
+		app.login(t, "ada@example.com", "a wrong guess")
+	}
+	if res := app.login(t, "ada@example.com", "correct horse"); res.status != 429 {
+		t.Fatalf("after %d failures: %d, want 429", maxAccountFailures, res.status)
+	}
+
+	const pw = "battery staple"
+	stdout, stderr, err := runCmd(t, env, pw+"\n", "set-password", "-email", "ada@example.com", "-password-stdin")
+	if err != nil || !strings.Contains(stdout, "ada@example.com") || strings.Contains(stdout+stderr, pw) {
+		t.Fatalf("set-password: %v, %q %q", err, stdout, stderr)
+	}
+	app.do(t, "GET", moviesPath, old, nil).expect(t, 401, `{"detail":"Invalid credentials"}`)
+	if n := failures(t, openTestDB(t, dsn), accountKey("ada@example.com")); n != 0 {
+		t.Errorf("the account keeps %d failures", n)
+	}
+	// At once, most likely in the second of the change.
+	app.do(t, "GET", moviesPath, bearer(app.token(t, "ada@example.com", pw)), nil).expect(t, 200, `[]`)
+	app.login(t, "ada@example.com", "correct horse").expect(t, 401, `{"detail":"Incorrect username or password"}`)
+}
+
+// TestSameSecondRule pins the server's clock to the second of a password
+// change, so that logins and tokens land in it whatever the machine's speed.
+func TestSameSecondRule(t *testing.T) {
+	t.Parallel()
+	dsn := newTestDatabase(t)
+	env := testEnv(t, dsn)
+	db := openTestDB(t, dsn)
+	var mu sync.Mutex
+	var clock time.Time
+	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
+	pinToChange := func() time.Time {
+		t.Helper()
+		mu.Lock()
+		defer mu.Unlock()
+		if err := db.QueryRow("SELECT password_changed_at FROM myapi.users").Scan(&clock); err != nil {
+			t.Fatal(err)
+		}
+		return clock
+	}
+	srv := newTestHandler(t, dsn, now)
+	app := &testApp{url: srv.URL, client: srv.Client()}
+
+	createUser(t, env, "Ada", "ada@example.com", "correct horse")
+	created := pinToChange()
+	before := app.token(t, "ada@example.com", "correct horse")
+	if got := issuedAt(t, before); got != created.Unix()+1 {
+		t.Errorf("a login in the second of the creation: iat %d, want %d", got, created.Unix()+1)
+	}
+	if _, _, err := runCmd(t, env, "", "set-password", "-email", "ada@example.com", "-password", "battery staple"); err != nil {
+		t.Fatal(err)
+	}
+	changed := pinToChange()
+	// Even when the change comes before the second the last token was dated in.
+	app.do(t, "GET", moviesPath, bearer(before), nil).expect(t, 401, `{"detail":"Invalid credentials"}`)
+	after := app.token(t, "ada@example.com", "battery staple")
+	if got := issuedAt(t, after); got != changed.Unix()+1 {
+		t.Errorf("a login in the second of the change: iat %d, want %d", got, changed.Unix()+1)
+	}
+	app.do(t, "GET", moviesPath, bearer(after), nil).expect(t, 200, `[]`)
+
+	key := []byte(testTokenKey)
+	sameSecond := time.Unix(changed.Unix(), 999e6)
+	c := tokenClaims{Sub: "ada@example.com", IssuedAt: sameSecond, ExpiresAt: changed.Add(time.Hour)}
+	app.do(t, "GET", moviesPath, bearer(signToken(key, c)), nil).expect(t, 401, `{"detail":"Invalid credentials"}`)
+	c.IssuedAt = time.Unix(changed.Unix()+1, 0)
+	app.do(t, "GET", moviesPath, bearer(signToken(key, c)), nil).expect(t, 200, `[]`)
+}
+
+func TestDeleteUserRevokesTokens(t *testing.T) {
+	t.Parallel()
+	env := testEnv(t, newTestDatabase(t))
+	createUser(t, env, "Ada", "ada@example.com", "correct horse")
+	app := startApp(t, env)
+	old := bearer(app.token(t, "ada@example.com", "correct horse"))
+
+	stdout, _, err := runCmd(t, env, "", "delete-user", "-email", "ada@example.com")
+	if err != nil || stdout != "delete-user: deleted ada@example.com\n" {
+		t.Fatalf("delete-user: %q, %v", stdout, err)
+	}
+	app.do(t, "GET", moviesPath, old, nil).expect(t, 401, `{"detail":"Invalid credentials"}`)
+	app.login(t, "ada@example.com", "correct horse").expect(t, 401, `{"detail":"Incorrect username or password"}`)
+
+	// The email again, for someone else: the old token stays refused.
+	createUser(t, env, "Ada Two", "ada@example.com", "correct horse")
+	app.do(t, "GET", moviesPath, old, nil).expect(t, 401, `{"detail":"Invalid credentials"}`)
+	app.do(t, "GET", moviesPath, bearer(app.token(t, "ada@example.com", "correct horse")), nil).expect(t, 200, `[]`)
+}
+
+func TestUnblock(t *testing.T) {
+	t.Parallel()
+	dsn := newTestDatabase(t)
+	env := testEnv(t, dsn)
+	createUser(t, env, "Ada", "ada@example.com", "correct horse")
+	app := startApp(t, env)
+	for range maxAccountFailures {
+		app.login(t, "ada@example.com", "a wrong guess")
+	}
+	if res := app.login(t, "ada@example.com", "correct horse"); res.status != 429 {
+		t.Fatalf("blocked account: %d, want 429", res.status)
+	}
+	// The throttle counts case variants of an email as one account.
+	stdout, _, err := runCmd(t, env, "", "unblock", "-email", "ADA@example.com")
+	if err != nil || stdout != "unblock: cleared the login failures of account ADA@example.com\n" {
+		t.Fatalf("unblock -email: %q, %v", stdout, err)
+	}
+	app.token(t, "ada@example.com", "correct horse")
+
+	db := openTestDB(t, dsn)
+	block := func(addr string) []byte {
+		key := clientKey(netip.MustParseAddr(addr))
+		_, err := db.Exec(`INSERT INTO myapi.login_failures VALUES ($1, $2, now() + interval '1 hour')
+			ON CONFLICT (key) DO UPDATE SET failures = excluded.failures, reset_at = excluded.reset_at`, key, maxClientFailures)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return key
+	}
+	block("127.0.0.1")
+	if res := app.login(t, "ada@example.com", "correct horse"); res.status != 429 {
+		t.Fatalf("blocked client: %d, want 429", res.status)
+	}
+	if _, _, err := runCmd(t, env, "", "unblock", "-client", "127.0.0.1"); err != nil {
+		t.Fatal(err)
+	}
+	app.token(t, "ada@example.com", "correct horse")
+
+	// An IPv6 address clears its /64, as the throttle counts it.
+	key := block("2001:db8:1:2::1")
+	if _, _, err := runCmd(t, env, "", "unblock", "-client", "2001:db8:1:2:ffff::9"); err != nil {
+		t.Fatal(err)
+	}
+	if n := failures(t, db, key); n != 0 {
+		t.Errorf("the /64 keeps %d failures", n)
+	}
+}
+
+// originalSchema is the database of the service myapi ports, as API.md
+// lists it: no password_changed_at, no login_failures, no index.
+const originalSchema = `
+DROP SCHEMA myapi CASCADE;
+CREATE SCHEMA myapi;
+CREATE TABLE myapi.movies (movie_id INTEGER PRIMARY KEY, title TEXT NOT NULL,
+                           released INTEGER NOT NULL, rating NUMERIC(2,1) NOT NULL);
+CREATE TABLE myapi.users (user_id SERIAL PRIMARY KEY, name TEXT NOT NULL,
+                          email TEXT NOT NULL UNIQUE, hashed_password TEXT NOT NULL);`
+
+func TestMigrateOriginalDatabase(t *testing.T) {
+	t.Parallel()
+	dsn := newTestDatabase(t)
+	db := openTestDB(t, dsn)
+	hash, err := bcrypt.GenerateFromPassword([]byte("correct horse"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(originalSchema); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec("INSERT INTO myapi.users (name, email, hashed_password) VALUES ('Ada', 'ada@example.com', $1)", hash); err != nil {
+		t.Fatal(err)
+	}
+	env := testEnv(t, dsn)
+	app := startApp(t, env) // migrates
+	var missing int
+	err = db.QueryRow(`SELECT num_nulls(to_regclass('myapi.login_failures'), to_regclass('myapi.movies_released_rating_idx'),
+		to_regclass('myapi.login_failures_reset_at_idx'), (SELECT attname FROM pg_attribute
+		WHERE attrelid = 'myapi.users'::regclass AND attname = 'password_changed_at'))`).Scan(&missing)
+	if err != nil || missing != 0 {
+		t.Fatalf("after migrate, %d objects missing, %v", missing, err)
+	}
+
+	// The original's token, without iat, for a user it made.
+	original := bearer(originalToken("ada@example.com", time.Now().Add(time.Hour)))
+	app.do(t, "GET", moviesPath, original, nil).expect(t, 200, `[]`)
+	app.do(t, "GET", moviesPath, bearer(app.token(t, "ada@example.com", "correct horse")), nil).expect(t, 200, `[]`)
+	if _, _, err := runCmd(t, env, "", "set-password", "-email", "ada@example.com", "-password", "battery staple"); err != nil {
+		t.Fatal(err)
+	}
+	app.do(t, "GET", moviesPath, original, nil).expect(t, 401, `{"detail":"Invalid credentials"}`)
+	app.do(t, "GET", moviesPath, bearer(app.token(t, "ada@example.com", "battery staple")), nil).expect(t, 200, `[]`)
+}
+
+// TestMigrateWaitsForNoWrite runs migrate while a transaction writes to
+// every table: a migration with nothing to do takes no lock that waits.
+func TestMigrateWaitsForNoWrite(t *testing.T) {
+	t.Parallel()
+	db := openTestDB(t, newTestDatabase(t))
+	tx, err := db.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	for _, table := range []string{"myapi.users", "myapi.movies", "myapi.login_failures"} {
+		if _, err := tx.Exec("LOCK TABLE " + table + " IN ROW EXCLUSIVE MODE"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := time.Now()
+	if err := migrate(t.Context(), db, false); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > migrateLockTimeout/2 {
+		t.Errorf("migrate took %v beside a write", d)
+	}
+}
+
+// TestMigrateLockTimeout adds the column while a long read (a pg_dump)
+// holds the users table: migrate must give up after its lock timeout and
+// say why, not queue every request behind it.
+func TestMigrateLockTimeout(t *testing.T) {
+	t.Parallel()
+	db := openTestDB(t, newTestDatabase(t))
+	if _, err := db.Exec("ALTER TABLE myapi.users DROP COLUMN password_changed_at"); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := db.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.Exec("LOCK TABLE myapi.users IN ACCESS SHARE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 2*migrateLockTimeout)
+	defer cancel()
+	start := time.Now()
+	err = migrate(ctx, db, false)
+	if d := time.Since(start); d < migrateLockTimeout-time.Second || d > migrateLockTimeout+3*time.Second {
+		t.Errorf("migrate gave up after %v, want about %v", d, migrateLockTimeout)
+	}
+	if err == nil || !strings.HasPrefix(err.Error(), "migrate: ") || !strings.Contains(err.Error(), "lock timeout") {
+		t.Errorf("migrate: %v, want a lock timeout", err)
+	}
+	tx.Rollback()
+	if err := migrate(t.Context(), db, false); err != nil {
+		t.Errorf("migrate once the lock is gone: %v", err)
 	}
 }
