@@ -62,24 +62,19 @@ func handleToken(log *slog.Logger, s *store, bc *bcryptLimiter, trusted []netip.
 		}
 		keys := loginKeys{client: clientKey(clientAddr(r, trusted)), account: accountKey(form.Username)}
 		wait, err := s.startLogin(r.Context(), keys)
-		if err != nil {
+		switch {
+		case err != nil:
 			serviceUnavailable(w, r, log, err)
 			return
-		}
-		if wait > 0 {
+		case wait > 0:
 			tooManyLogins(w, r, wait)
 			return
 		}
 
-		// Taken before the check: a login that read the row from before a
-		// password change gets a token dated before it.
-		t := now()
+		start := now() // before the check: see issuedAt
 		u, err := authenticate(r.Context(), s, bc, form.Username, form.Password)
-		if !errors.Is(err, errBadCredentials) {
-			// Only a wrong password keeps the failure startLogin counted.
-			if err := s.endLogin(r.Context(), keys, err == nil); err != nil {
-				log.LogAttrs(r.Context(), slog.LevelError, "end login attempt", slog.String("error", err.Error()))
-			}
+		if !errors.Is(err, errBadCredentials) { // only a wrong password keeps its failure
+			s.endLogin(r.Context(), log, keys, err == nil)
 		}
 		switch {
 		case errors.Is(err, errBadCredentials):
@@ -90,17 +85,10 @@ func handleToken(log *slog.Logger, s *store, bc *bcryptLimiter, trusted []netip.
 		case err != nil:
 			serviceUnavailable(w, r, log, err)
 		default:
-			// iat has whole seconds, and requireUser refuses a token from the
-			// second of the last password change (if any): date it in the
-			// next one, which may lie a second or two ahead (token.go allows
-			// a minute).
-			if next := time.Unix(u.PasswordChangedAt.Unix()+1, 0); next.After(t) {
-				t = next
-			}
-			token := signToken(key, tokenClaims{Sub: u.Email, Name: u.Name, IssuedAt: t, ExpiresAt: t.Add(ttl)})
+			t := issuedAt(u, start)
 			w.Header().Set("Cache-Control", "no-store")
 			w.Header().Set("Pragma", "no-cache")
-			writeJSON(w, http.StatusOK, tokenResponse{AccessToken: token, TokenType: "bearer"})
+			writeJSON(w, http.StatusOK, tokenResponse{signToken(key, tokenClaims{u.Email, u.Name, t, t.Add(ttl)}), "bearer"})
 		}
 	})
 }
@@ -117,22 +105,19 @@ func readLoginForm(w http.ResponseWriter, r *http.Request) (loginForm, error) {
 	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
 	mediaType, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	var form url.Values
+	var err error
 	switch mediaType {
 	case "application/x-www-form-urlencoded":
-		body, err := io.ReadAll(r.Body)
-		if err != nil {
-			return loginForm{}, err
-		}
+		var body []byte
+		body, err = io.ReadAll(r.Body)
 		form = parseQuery(string(body))
 	case "multipart/form-data":
-		values, err := readMultipart(r)
-		if err != nil {
-			return loginForm{}, err
-		}
-		form = values
+		form, err = readMultipart(r)
 	default:
 		// Read it anyway, so that an oversized body is 413 whatever its type.
-		_, err := io.Copy(io.Discard, r.Body)
+		_, err = io.Copy(io.Discard, r.Body)
+	}
+	if err != nil {
 		return loginForm{}, err
 	}
 	// Only the body counts, never the query string.
@@ -233,11 +218,9 @@ func newBcryptLimiter(cost, slots int) *bcryptLimiter {
 // bcryptWait for one. A nil hash compares against the dummy hash and
 // always fails.
 func (b *bcryptLimiter) compare(ctx context.Context, hash []byte, password string) (ok bool, err error) {
-	timer := time.NewTimer(bcryptWait)
-	defer timer.Stop()
 	select {
 	case b.slots <- struct{}{}:
-	case <-timer.C:
+	case <-time.After(bcryptWait):
 		return false, errBusy
 	case <-ctx.Done():
 		return false, ctx.Err()
@@ -285,11 +268,8 @@ func requireUser(log *slog.Logger, s *store, keys tokenKeys, now func() time.Tim
 			serviceUnavailable(w, r, log, err)
 			return
 		}
-		// iat has whole seconds, so one in the change's own second may be
-		// older than the change: refused. No iat (the original's tokens)
-		// reads as the zero time: refused once the password has changed.
-		if changed := u.PasswordChangedAt; !changed.IsZero() && claims.IssuedAt.Unix() <= changed.Unix() {
-			invalidCredentials(w, r)
+		if !u.PasswordChangedAt.IsZero() && claims.IssuedAt.Unix() <= u.PasswordChangedAt.Unix() {
+			invalidCredentials(w, r) // issued before the password changed: see issuedAt
 			return
 		}
 		if info := infoFrom(r.Context()); info != nil {
@@ -297,6 +277,20 @@ func requireUser(log *slog.Logger, s *store, keys tokenKeys, now func() time.Tim
 		}
 		h.ServeHTTP(w, r.WithContext(ctx))
 	})
+}
+
+// issuedAt is the iat of a token for u, whose login started at start.
+// Tokens carry whole seconds, so requireUser refuses every token of the
+// second in which u's password last changed, or earlier, and one without
+// iat (the original's) once it has changed at all. A login after the change
+// is dated in the next second, a second or two ahead at most (token.go
+// allows a minute); one that started before the change read the older row,
+// and keeps its date.
+func issuedAt(u user, start time.Time) time.Time {
+	if next := time.Unix(u.PasswordChangedAt.Unix()+1, 0); !u.PasswordChangedAt.IsZero() && next.After(start) {
+		return next
+	}
+	return start
 }
 
 // shareCores returns how many bcrypt comparisons may run at once: half the

@@ -86,16 +86,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 	if cfg.LogFormat != "text" && cfg.LogFormat != "json" {
 		bad("MYAPI_LOG_FORMAT must be text or json, not %q", cfg.LogFormat)
 	}
-	if proxies := get("MYAPI_TRUSTED_PROXIES", ""); proxies != "" {
-		for _, s := range strings.Split(proxies, ",") {
-			p, err := parsePrefix(strings.TrimSpace(s))
-			if err != nil {
-				bad("MYAPI_TRUSTED_PROXIES: %q is not an IP address or CIDR prefix", s)
-				continue
-			}
-			cfg.TrustedProxies = append(cfg.TrustedProxies, p)
-		}
-	}
+	cfg.TrustedProxies = parseProxies(get("MYAPI_TRUSTED_PROXIES", ""), bad)
 	if problems != nil {
 		return config{}, errors.New(strings.Join(problems, "\n"))
 	}
@@ -125,6 +116,21 @@ func parseInt(get func(key, def string) string, key string, def, lo, hi int, bad
 		bad("%s must be a whole number from %d to %d, not %q", key, lo, hi, s)
 	}
 	return n
+}
+
+// parseProxies reads a comma-separated list of addresses and CIDR prefixes.
+func parseProxies(list string, bad func(string, ...any)) (proxies []netip.Prefix) {
+	if list == "" {
+		return nil
+	}
+	for _, s := range strings.Split(list, ",") {
+		p, err := parsePrefix(strings.TrimSpace(s))
+		if err != nil {
+			bad("MYAPI_TRUSTED_PROXIES: %q is not an IP address or CIDR prefix", s)
+		}
+		proxies = append(proxies, p)
+	}
+	return proxies
 }
 
 // parsePrefix accepts a CIDR prefix or a single address.

@@ -111,18 +111,11 @@ func runMigrate(ctx context.Context, args []string, getenv func(string) string, 
 	if err := parseFlags(flag.NewFlagSet("migrate", flag.ContinueOnError), args, stderr); err != nil {
 		return err
 	}
-	cfg, err := loadConfig(getenv)
+	_, _, closeDB, err := openStore(ctx, "migrate", getenv, stderr)
 	if err != nil {
 		return err
 	}
-	db, closeDB, err := openDatabase(ctx, cfg, newLogger(stderr, cfg.LogFormat))
-	if err != nil {
-		return fmt.Errorf("migrate: %w", err)
-	}
-	defer closeDB()
-	if err := migrate(ctx, db, cfg.Env == "dev"); err != nil {
-		return err
-	}
+	closeDB()
 	fmt.Fprintln(stdout, "migrate: schema is up to date")
 	return nil
 }
@@ -131,26 +124,19 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	if err := parseFlags(flag.NewFlagSet("serve", flag.ContinueOnError), args, stderr); err != nil {
 		return err
 	}
-	cfg, err := loadConfig(getenv)
+	s, cfg, closeDB, err := openStore(ctx, "serve", getenv, stderr)
 	if err != nil {
 		return err
 	}
-	log := newLogger(stderr, cfg.LogFormat)
+	defer closeDB()
 	keys, err := signingKeys(cfg)
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
-	db, closeDB, err := openDatabase(ctx, cfg, log)
-	if err != nil {
-		return fmt.Errorf("serve: %w", err)
-	}
-	defer closeDB()
-	if err := migrate(ctx, db, cfg.Env == "dev"); err != nil {
-		return fmt.Errorf("serve: %w", err)
-	}
 
+	log := newLogger(stderr, cfg.LogFormat)
 	handler := newHandler(deps{
-		log: log, store: &store{db: db}, keys: keys, tokenTTL: cfg.TokenTTL, now: time.Now,
+		log: log, store: s, keys: keys, tokenTTL: cfg.TokenTTL, now: time.Now,
 		bcrypt: newBcryptLimiter(cfg.BcryptCost, shareCores(getenv)), trusted: cfg.TrustedProxies,
 	})
 	ln, err := net.Listen("tcp", cfg.Addr)

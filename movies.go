@@ -169,11 +169,13 @@ func (s *store) movie(ctx context.Context, id int32) (Movie, error) {
 	return m, err
 }
 
-// newMovies reads the set-returning function myapi.new_movies. The rating
-// goes to PostgreSQL as the shortest decimal that names the float ("8.9",
-// not 8.9000000000000003552...), so that rating=8.9 finds the 8.9s.
+// newMovies reads the set-returning ("table-valued") function
+// myapi.new_movies: the query lives in schema.sql, and Go only names it; the
+// casts let PostgreSQL check the arguments. The rating goes as the shortest
+// decimal that names the float ("8.9", not 8.90000000000000035...), so that
+// rating=8.9 finds the 8.9s.
 func (s *store) newMovies(ctx context.Context, year int32, minRating float64) ([]Movie, error) {
-	return selectFunc(ctx, s.db, "myapi.new_movies($1::integer, $2::numeric)", scanMovie,
+	return queryAll(ctx, s.db, "SELECT * FROM myapi.new_movies($1::integer, $2::numeric)", scanMovie,
 		year, strconv.FormatFloat(minRating, 'g', -1, 64))
 }
 

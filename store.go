@@ -34,25 +34,27 @@ INSERT INTO myapi.movies (movie_id, title, released, rating) VALUES
     (8, 'Inception', 2010, 8.8)
 ON CONFLICT (movie_id) DO NOTHING`
 
-// migrateLockID names the advisory lock that serialises migrations
-// between processes (any constant works; this one spells "myapi").
-const migrateLockID = 0x6d79617069
-
-// migrateLockTimeout bounds each lock wait of a migration, the advisory
-// lock's included. A start that needs a table a long query holds (a
-// pg_dump) fails rather than waits, with every request queued behind it.
-const migrateLockTimeout = 5 * time.Second
-
 const (
-	// queryTimeout bounds every query a request makes, so a stuck
-	// database turns into a 503 instead of a hung request.
-	queryTimeout = 3 * time.Second
-	// connectTimeout bounds the first ping at start.
-	connectTimeout = 10 * time.Second
+	// queryTimeout bounds every query a request makes: a stuck database
+	// is a 503, not a hung request.
+	queryTimeout   = 3 * time.Second
+	connectTimeout = 10 * time.Second // opening the pool at start
+	// migrateLockID names the advisory lock that serialises migrations
+	// between processes; its bytes spell "myapi".
+	migrateLockID = 0x6d79617069
+	// migrateLockTimeout bounds each lock wait of a migration: a start that
+	// needs a table a long query holds (a pg_dump) fails rather than waits,
+	// with every request queued behind it.
+	migrateLockTimeout = 5 * time.Second
 )
 
-// errNotFound is returned by store lookups that find no row.
-var errNotFound = errors.New("not found")
+var (
+	errNotFound  = errors.New("not found")
+	errDuplicate = errors.New("duplicate") // a unique constraint refused the row
+	// errNotText is a string PostgreSQL cannot store as text: invalid UTF-8,
+	// or a NUL byte. It is the client's mistake, not an outage.
+	errNotText = errors.New("not UTF-8 text")
+)
 
 // store is myapi's access to PostgreSQL. Every method bounds its query
 // with queryTimeout.
@@ -95,9 +97,9 @@ func openDB(ctx context.Context, dsn string, maxConns int) (*sql.DB, error) {
 }
 
 // connLifetime is how long a connection serves before it is replaced, so
-// that a database fail-over or a pgbouncer restart is picked up. Each
-// connection gets its own, within 10% of it, so that a pool opened at once
-// is not replaced at once.
+// that a fail-over or a pgbouncer restart is picked up. Each connection
+// gets its own, within 10%, so that a pool opened at once is not replaced
+// at once.
 const connLifetime = 30 * time.Minute
 
 func retireLater(_ context.Context, c *pgx.Conn) error {
@@ -164,17 +166,12 @@ func (s *store) ping(ctx context.Context) error {
 	return s.db.PingContext(ctx)
 }
 
-// selectFunc returns every row of a set-returning function, such as
-// "myapi.new_movies($1::integer, $2::numeric)", scanned by scan. It is the
-// Go side of the original's "table-valued function" pattern: the query
-// lives in schema.sql, and Go only names it. The casts in call pick the
-// overload and let PostgreSQL check the argument types.
-//
-// The result is never nil, so an empty set encodes as [] and not null.
-func selectFunc[T any](ctx context.Context, db *sql.DB, call string, scan func(*sql.Rows) (T, error), args ...any) ([]T, error) {
+// queryAll returns every row of query, scanned by scan, never nil: an empty
+// result encodes as [], not null.
+func queryAll[T any](ctx context.Context, db *sql.DB, query string, scan func(*sql.Rows) (T, error), args ...any) ([]T, error) {
 	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
 	defer cancel()
-	rows, err := db.QueryContext(ctx, "SELECT * FROM "+call, args...)
+	rows, err := db.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -192,13 +189,6 @@ func selectFunc[T any](ctx context.Context, db *sql.DB, call string, scan func(*
 
 // uniqueViolation is the SQLSTATE of a unique constraint's refusal.
 const uniqueViolation = "23505"
-
-// errDuplicate is returned when a unique constraint refuses a row.
-var errDuplicate = errors.New("duplicate")
-
-// errNotText is returned for a string PostgreSQL cannot store as text:
-// invalid UTF-8, or a NUL byte. It is the client's mistake, not an outage.
-var errNotText = errors.New("not UTF-8 text")
 
 // isText reports whether s can be a PostgreSQL text value.
 func isText(s string) bool { return utf8.ValidString(s) && !strings.ContainsRune(s, 0) }
@@ -224,22 +214,8 @@ func (s *store) userByEmail(ctx context.Context, email string) (user, error) {
 
 // accounts returns every user, by id, without the password hashes.
 func (s *store) accounts(ctx context.Context) ([]account, error) {
-	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
-	defer cancel()
-	rows, err := s.db.QueryContext(ctx, "SELECT user_id, name, email FROM myapi.users ORDER BY user_id")
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	out := []account{}
-	for rows.Next() {
-		var a account
-		if err := rows.Scan(&a.ID, &a.Name, &a.Email); err != nil {
-			return nil, err
-		}
-		out = append(out, a)
-	}
-	return out, rows.Err()
+	return queryAll(ctx, s.db, "SELECT user_id, name, email FROM myapi.users ORDER BY user_id",
+		func(rows *sql.Rows) (a account, err error) { return a, rows.Scan(&a.ID, &a.Name, &a.Email) })
 }
 
 // setPassword replaces the user's password hash and records the change,

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -128,14 +129,16 @@ func (s *store) startLogin(ctx context.Context, k loginKeys) (wait time.Duration
 // succeeded or was never judged. A success also clears the account's
 // failures; the client's stay, or one valid account would let an attacker
 // reset them. It runs even when the client has gone.
-func (s *store) endLogin(ctx context.Context, k loginKeys, succeeded bool) error {
+func (s *store) endLogin(ctx context.Context, log *slog.Logger, k loginKeys, succeeded bool) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), queryTimeout)
 	defer cancel()
 	_, err := s.db.ExecContext(ctx, `
 UPDATE myapi.login_failures
 SET failures = CASE WHEN key = $2 AND $3 THEN 0 ELSE failures - 1 END
 WHERE key IN ($1, $2) AND failures > 0`, k.client, k.account, succeeded)
-	return err
+	if err != nil {
+		log.LogAttrs(ctx, slog.LevelError, "take back a login attempt", slog.String("error", err.Error()))
+	}
 }
 
 // clearFailures forgets the failures counted under key.

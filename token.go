@@ -16,37 +16,21 @@ import (
 )
 
 // The access token is a JWT (RFC 7519) in compact JWS form (RFC 7515), signed
-// with HMAC-SHA256. verifyToken works in this order:
-//
-//  1. Refuse anything too long, not made of three non-empty segments, or
-//     broken by a line break, before decoding anything.
-//  2. Check the MAC over the exact bytes received, against each key.
-//  3. Only then decode the header and the claims, with encoding/json.
-//
-// Because the MAC comes first, the JSON decoder only ever reads bytes that a
-// holder of the key wrote: a forger's alg, crit or exp is never even parsed,
-// so encoding/json's leniency (the last of two equal names wins) is harmless.
+// with HMAC-SHA256. verifyToken refuses a token too long or of the wrong
+// shape before decoding anything, then checks the MAC over the exact bytes
+// received, and only then decodes the JSON: the decoder only ever reads
+// bytes that a holder of the key wrote, so a forger's claims are never parsed.
 
 const (
-	// maxTokenBytes bounds the tokens verifyToken looks at. Ours are about
-	// 250 bytes; anything past a few KiB is refused before it costs a decode.
-	maxTokenBytes = 4096
-
-	// tokenHeader is the only JOSE header signToken writes. python-jose,
-	// which signed the original service's tokens, writes the same bytes.
+	maxTokenBytes = 4096 // ours are about 250 bytes
+	// tokenHeader is the only JOSE header signToken writes, the bytes
+	// python-jose wrote for the original service.
 	tokenHeader = `{"alg":"HS256","typ":"JWT"}`
-
-	// expiresAtLayout is the form of the original service's expires_at
-	// claim: Python's str(datetime) in UTC. time.Parse also reads the
-	// ".ffffff" that Python adds when there are microseconds.
+	// expiresAtLayout is the original's expires_at: Python's str(datetime)
+	// in UTC. time.Parse also reads the ".ffffff" Python may add.
 	expiresAtLayout = time.DateTime
-
-	// maxIssuedAhead is how far in the future an iat may lie: clocks drift
-	// a little, but no sane key holder issues a token from the future.
-	maxIssuedAhead = time.Minute
-
-	// NumericDates and expires_at must lie in years 1 to 9999, the years
-	// expiresAtLayout can write; anything else is malformed, not a date.
+	maxIssuedAhead  = time.Minute // clocks drift a little, no more
+	// Dates must lie in years 1 to 9999, the years expiresAtLayout writes.
 	minNumericDate = -62135596800 // 0001-01-01T00:00:00Z
 	maxNumericDate = 253402300800 // 10000-01-01T00:00:00Z
 )
@@ -56,17 +40,14 @@ var (
 	errTokenInvalid = errors.New("invalid token")
 )
 
-// invalidToken returns an error wrapping errTokenInvalid that says why for
-// the log. Reasons are fixed strings: a token's content (an email, a secret)
-// has no place in a log.
+// invalidToken returns errTokenInvalid with a fixed reason for the log,
+// never the token's content.
 func invalidToken(reason string) error { return fmt.Errorf("%w: %s", errTokenInvalid, reason) }
 
-// b64 is the encoding of every segment: base64url without padding (RFC 7515
-// §2), strict so that non-zero trailing bits are refused. With CR and LF
-// refused up front, each byte string has exactly one accepted encoding.
+// b64 is base64url without padding (RFC 7515 §2), strict so that each byte
+// string has one accepted encoding (verifySignature refuses CR and LF).
 var b64 = base64.RawURLEncoding.Strict()
 
-// tokenHeaderSegment is the header segment of every token signToken writes.
 var tokenHeaderSegment = b64.EncodeToString([]byte(tokenHeader))
 
 // tokenClaims are the JWT claims myapi signs and reads. IssuedAt is zero
@@ -112,7 +93,7 @@ func newTokenKeys(keys ...[]byte) tokenKeys {
 }
 
 // verifyToken checks token against keys at time now and returns its claims.
-// The error wraps errTokenExpired or errTokenInvalid.
+// The error is errTokenExpired or wraps errTokenInvalid.
 func verifyToken(token string, keys tokenKeys, now time.Time) (tokenClaims, error) {
 	header, payload, err := verifySignature(token, keys)
 	if err != nil {
@@ -140,8 +121,7 @@ func verifySignature(token string, keys tokenKeys) (header, payload string, err 
 	if header == "" || payload == "" || sig == "" || strings.Contains(sig, ".") {
 		return "", "", invalidToken("not a compact JWS")
 	}
-	// The strict decoder skips CR and LF; refusing them leaves each token
-	// one spelling, so the bytes the MAC covers are the bytes that are read.
+	// The strict decoder skips CR and LF: refused, for one spelling.
 	if strings.ContainsAny(token, "\r\n") {
 		return "", "", invalidToken("line break")
 	}

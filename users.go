@@ -41,9 +41,9 @@ func runCreateUser(ctx context.Context, args []string, getenv func(string) strin
 	if err := validateNewUser(*name, *email, password); err != nil {
 		return fmt.Errorf("create-user: %w", err)
 	}
-	s, cfg, closeDB, err := openStore(ctx, getenv, stderr)
+	s, cfg, closeDB, err := openStore(ctx, "create-user", getenv, stderr)
 	if err != nil {
-		return fmt.Errorf("create-user: %w", err)
+		return err
 	}
 	defer closeDB()
 	hash, err := bcrypt.GenerateFromPassword([]byte(password), cfg.BcryptCost)
@@ -69,9 +69,9 @@ func runListUsers(ctx context.Context, args []string, getenv func(string) string
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return err
 	}
-	s, _, closeDB, err := openStore(ctx, getenv, stderr)
+	s, _, closeDB, err := openStore(ctx, "list-users", getenv, stderr)
 	if err != nil {
-		return fmt.Errorf("list-users: %w", err)
+		return err
 	}
 	defer closeDB()
 	accounts, err := s.accounts(ctx)
@@ -109,9 +109,9 @@ func runSetPassword(ctx context.Context, args []string, getenv func(string) stri
 	if err := checkPassword(password); err != nil {
 		return fmt.Errorf("set-password: %s: %w", *email, err)
 	}
-	s, cfg, closeDB, err := openStore(ctx, getenv, stderr)
+	s, cfg, closeDB, err := openStore(ctx, "set-password", getenv, stderr)
 	if err != nil {
-		return fmt.Errorf("set-password: %w", err)
+		return err
 	}
 	defer closeDB()
 	hash, err := bcrypt.GenerateFromPassword([]byte(password), cfg.BcryptCost)
@@ -143,9 +143,9 @@ func runDeleteUser(ctx context.Context, args []string, getenv func(string) strin
 	if *email == "" {
 		return usageError(fs, "-email is required")
 	}
-	s, _, closeDB, err := openStore(ctx, getenv, stderr)
+	s, _, closeDB, err := openStore(ctx, "delete-user", getenv, stderr)
 	if err != nil {
-		return fmt.Errorf("delete-user: %w", err)
+		return err
 	}
 	defer closeDB()
 	err = s.deleteUser(ctx, *email)
@@ -179,9 +179,9 @@ func runUnblock(ctx context.Context, args []string, getenv func(string) string, 
 		}
 		key, who = clientKey(addr), "client "+*client
 	}
-	s, _, closeDB, err := openStore(ctx, getenv, stderr)
+	s, _, closeDB, err := openStore(ctx, "unblock", getenv, stderr)
 	if err != nil {
-		return fmt.Errorf("unblock: %w", err)
+		return err
 	}
 	defer closeDB()
 	if err := s.clearFailures(ctx, key); err != nil {
@@ -191,15 +191,17 @@ func runUnblock(ctx context.Context, args []string, getenv func(string) string, 
 	return nil
 }
 
-// openStore loads the configuration and opens and migrates its database.
-func openStore(ctx context.Context, getenv func(string) string, stderr io.Writer) (*store, config, func(), error) {
+// openStore loads the configuration and opens and migrates its database
+// for the command cmd. Errors name what failed: the variables of the
+// configuration, the command, or the migration.
+func openStore(ctx context.Context, cmd string, getenv func(string) string, stderr io.Writer) (*store, config, func(), error) {
 	cfg, err := loadConfig(getenv)
 	if err != nil {
 		return nil, cfg, nil, err
 	}
 	db, closeDB, err := openDatabase(ctx, cfg, newLogger(stderr, cfg.LogFormat))
 	if err != nil {
-		return nil, cfg, nil, err
+		return nil, cfg, nil, fmt.Errorf("%s: %w", cmd, err)
 	}
 	if err := migrate(ctx, db, cfg.Env == "dev"); err != nil {
 		closeDB()

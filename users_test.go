@@ -91,8 +91,8 @@ func originalToken(sub string, expires time.Time) string {
 	return input + "." + base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
 }
 
-// issuedAt reads a token's iat without verifying it.
-func issuedAt(t *testing.T, token string) int64 {
+// tokenIAT reads a token's iat without verifying it.
+func tokenIAT(t *testing.T, token string) int64 {
 	t.Helper()
 	payload, err := base64.RawURLEncoding.DecodeString(strings.Split(token, ".")[1])
 	if err != nil {
@@ -265,7 +265,7 @@ func TestSameSecondRule(t *testing.T) {
 	createUser(t, env, "Ada", "ada@example.com", "correct horse")
 	created := pinToChange()
 	before := app.token(t, "ada@example.com", "correct horse")
-	if got := issuedAt(t, before); got != created.Unix()+1 {
+	if got := tokenIAT(t, before); got != created.Unix()+1 {
 		t.Errorf("a login in the second of the creation: iat %d, want %d", got, created.Unix()+1)
 	}
 	if _, _, err := runCmd(t, env, "", "set-password", "-email", "ada@example.com", "-password", "battery staple"); err != nil {
@@ -275,7 +275,7 @@ func TestSameSecondRule(t *testing.T) {
 	// Even when the change comes before the second the last token was dated in.
 	app.do(t, "GET", moviesPath, bearer(before), nil).expect(t, 401, `{"detail":"Invalid credentials"}`)
 	after := app.token(t, "ada@example.com", "battery staple")
-	if got := issuedAt(t, after); got != changed.Unix()+1 {
+	if got := tokenIAT(t, after); got != changed.Unix()+1 {
 		t.Errorf("a login in the second of the change: iat %d, want %d", got, changed.Unix()+1)
 	}
 	app.do(t, "GET", moviesPath, bearer(after), nil).expect(t, 200, `[]`)
