@@ -596,13 +596,19 @@ func mustRequest(t testing.TB, method, url string, h http.Header) *http.Request 
 	return req
 }
 
+// runCmd runs a myapi command with stdin and returns what it printed.
+func runCmd(t testing.TB, env func(string) string, stdin string, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	err = run(context.Background(), args, env, strings.NewReader(stdin), &out, &errOut)
+	return out.String(), errOut.String(), err
+}
+
 // createUser runs the create-user command against getenv's database.
 func createUser(t testing.TB, getenv func(string) string, name, email, password string) {
 	t.Helper()
-	var stdout, stderr bytes.Buffer
-	err := run(context.Background(), []string{"create-user", "-name", name, "-email", email, "-password", password}, getenv, nil, &stdout, &stderr)
-	if err != nil {
-		t.Fatalf("create-user: %v\n%s", err, stderr.String())
+	if _, stderr, err := runCmd(t, getenv, "", "create-user", "-name", name, "-email", email, "-password", password); err != nil {
+		t.Fatalf("create-user: %v\n%s", err, stderr)
 	}
 }
 

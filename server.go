@@ -16,8 +16,7 @@ import (
 	"time"
 )
 
-// deps are what the handlers need. newHandler hands each handler only the
-// parts it uses.
+// deps are what the handlers need; each gets only the parts it uses.
 type deps struct {
 	log      *slog.Logger
 	store    *store
@@ -90,9 +89,8 @@ func handleReadyz(log *slog.Logger, s *store) http.Handler {
 }
 
 // handleNoRoute answers what the mux does not route, in JSON: 405 with
-// Allow when the path exists under other methods, 307 to the other
-// trailing-slash form when that one exists (as the original does), and
-// 404 otherwise.
+// Allow, 307 to the other trailing-slash form when that one has a route (as
+// the original does), or 404.
 func handleNoRoute(mux *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if allow := allowedMethods(mux, r, r.URL.Path); allow != nil {
@@ -131,10 +129,9 @@ func allowedMethods(mux *http.ServeMux, r *http.Request, path string) []string {
 }
 
 // decodedPaths routes every request by its decoded path, as the original
-// does. An escaped "/" ("%2F") is a "/" like any other, where ServeMux
-// would keep it inside a segment and match no route. A path that "//",
-// "/./" or "/../" would make another is 404: ServeMux would redirect it to
-// the clean path with an HTML body, where the original finds no route.
+// does: "%2F" is a "/" like any other, where ServeMux would keep it inside a
+// segment. A path with "//", "/./" or "/../" is 404, where ServeMux would
+// redirect it with an HTML body.
 func decodedPaths(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p := r.URL.Path
@@ -156,13 +153,10 @@ func decodedPaths(h http.Handler) http.Handler {
 	})
 }
 
-// parseQuery reads a query string or a urlencoded form the way the
-// original's parsers (Python's parse_qsl and unquote_plus) do, where
-// url.ParseQuery is stricter: pairs are split on "&" only, a pair without
-// "=" is a name with an empty value, and an escape that is not "%" and two
-// hex digits stays as written ("50%" is 50%) instead of dropping the pair,
-// or, for a form, the whole body. The input is bounded by the header and
-// body limits, and so is the result.
+// parseQuery reads a query string or a urlencoded form as the original's
+// parse_qsl does, where url.ParseQuery would drop a pair or the whole form:
+// pairs split on "&" only, a pair without "=" is a name with an empty value,
+// and a "%" without two hex digits stays as written ("50%" is 50%).
 func parseQuery(raw string) url.Values {
 	v := url.Values{}
 	for raw != "" {
@@ -178,8 +172,7 @@ func parseQuery(raw string) url.Values {
 	return v
 }
 
-// lastValue returns the last value of a parameter: like the original, a
-// repeated parameter counts by its last value.
+// lastValue returns a parameter's last value, the one the original reads.
 func lastValue(v url.Values, name string) (string, bool) {
 	if len(v[name]) == 0 {
 		return "", false
@@ -236,8 +229,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Write(bytes.TrimSuffix(buf.Bytes(), []byte("\n")))
 }
 
-// requestInfo travels in a request's context so that every log line of the
-// request carries its id, and the access log its user.
+// requestInfo travels in a request's context, for its log lines.
 type requestInfo struct {
 	id     string
 	user   string // set by requireUser
@@ -251,8 +243,7 @@ func infoFrom(ctx context.Context) *requestInfo {
 	return info
 }
 
-// requestIDHandler adds the request id to every record logged with a
-// request's context.
+// requestIDHandler adds the request id to records logged with its context.
 type requestIDHandler struct{ slog.Handler }
 
 func (h requestIDHandler) Handle(ctx context.Context, rec slog.Record) error {

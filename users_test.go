@@ -61,14 +61,6 @@ func TestCreateUser(t *testing.T) {
 	}
 }
 
-// runCmd runs a myapi command with stdin and returns what it printed.
-func runCmd(t *testing.T, env func(string) string, stdin string, args ...string) (stdout, stderr string, err error) {
-	t.Helper()
-	var out, errOut bytes.Buffer
-	err = run(context.Background(), args, env, strings.NewReader(stdin), &out, &errOut)
-	return out.String(), errOut.String(), err
-}
-
 // usersTable is myapi.users, hashes and all, as text.
 func usersTable(t *testing.T, db *sql.DB) string {
 	t.Helper()
