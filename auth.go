@@ -94,10 +94,8 @@ func handleToken(log *slog.Logger, s *store, bc *bcryptLimiter, trusted []netip.
 }
 
 // readLoginForm reads a urlencoded or multipart form of at most
-// maxBodyBytes; anything else reads as an empty form, which validate then
-// reports field by field, as the original does. The error is an
-// *http.MaxBytesError for a body over the limit, or a body that could not
-// be read or parsed.
+// maxBodyBytes; anything else reads as an empty form, as in the original.
+// The error is an *http.MaxBytesError for a body over the limit.
 func readLoginForm(w http.ResponseWriter, r *http.Request) (loginForm, error) {
 	if r.ContentLength > maxBodyBytes {
 		return loginForm{}, &http.MaxBytesError{Limit: maxBodyBytes}
@@ -191,8 +189,7 @@ func authenticate(ctx context.Context, s *store, bc *bcryptLimiter, email, passw
 	return u, nil
 }
 
-// bcryptWait is how long a login may queue for a bcrypt slot before it is
-// answered 503: under a flood of logins the cheap requests keep their CPU.
+// bcryptWait is how long a login may queue for a bcrypt slot before 503.
 const bcryptWait = 3 * time.Second
 
 var errBusy = errors.New("too many logins in progress")
@@ -204,8 +201,8 @@ type bcryptLimiter struct {
 	dummyHash []byte
 }
 
-// newBcryptLimiter makes the dummy hash at cost, so that a login for an
-// unknown email costs what a wrong password costs.
+// newBcryptLimiter makes the dummy hash at cost: an unknown email costs
+// what a wrong password costs.
 func newBcryptLimiter(cost, slots int) *bcryptLimiter {
 	dummy, err := bcrypt.GenerateFromPassword([]byte(rand.Text()), cost)
 	if err != nil {
@@ -214,9 +211,8 @@ func newBcryptLimiter(cost, slots int) *bcryptLimiter {
 	return &bcryptLimiter{slots: make(chan struct{}, max(1, slots)), dummyHash: dummy}
 }
 
-// compare runs one bcrypt comparison when a slot is free, waiting at most
-// bcryptWait for one. A nil hash compares against the dummy hash and
-// always fails.
+// compare runs one bcrypt comparison in a free slot, waiting at most
+// bcryptWait for one. A nil hash compares against the dummy hash, and fails.
 func (b *bcryptLimiter) compare(ctx context.Context, hash []byte, password string) (ok bool, err error) {
 	select {
 	case b.slots <- struct{}{}:
@@ -280,12 +276,10 @@ func requireUser(log *slog.Logger, s *store, keys tokenKeys, now func() time.Tim
 }
 
 // issuedAt is the iat of a token for u, whose login started at start.
-// Tokens carry whole seconds, so requireUser refuses every token of the
-// second in which u's password last changed, or earlier, and one without
-// iat (the original's) once it has changed at all. A login after the change
-// is dated in the next second, a second or two ahead at most (token.go
-// allows a minute); one that started before the change read the older row,
-// and keeps its date.
+// iat has whole seconds, so requireUser refuses tokens of the second in which
+// the password last changed: a login after the change is dated in the next
+// second (token.go allows up to a minute ahead); one that started before it
+// read the older row, and keeps its date.
 func issuedAt(u user, start time.Time) time.Time {
 	if next := time.Unix(u.PasswordChangedAt.Unix()+1, 0); !u.PasswordChangedAt.IsZero() && next.After(start) {
 		return next

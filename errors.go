@@ -14,8 +14,8 @@ import (
 // The whole error vocabulary of the API, in FastAPI's shape: {"detail": ...},
 // a string for HTTP errors and a list for validation errors.
 
-// errorResponse writes {"detail": detail} with status. The detail also
-// goes on the request's log line (logRequests); no detail holds a secret.
+// errorResponse writes {"detail": detail} with status, and puts the detail
+// on the request's log line; no detail holds a secret.
 func errorResponse(w http.ResponseWriter, r *http.Request, status int, detail any) {
 	if info := infoFrom(r.Context()); info != nil {
 		info.detail = detail
@@ -73,9 +73,8 @@ func loginsBusy(w http.ResponseWriter, r *http.Request) {
 	errorResponse(w, r, http.StatusServiceUnavailable, "Service unavailable")
 }
 
-// unreadableBody answers a body over the limit with 413, and one that
-// could not be read or parsed with 400, as FastAPI does. The connection
-// closes, so that what is left of the body need not be read.
+// unreadableBody answers 413 for a body over the limit, else 400, as FastAPI
+// does, and closes the connection rather than read the rest of the body.
 func unreadableBody(w http.ResponseWriter, r *http.Request, err error) {
 	w.Header().Set("Connection", "close")
 	var tooLarge *http.MaxBytesError
@@ -87,8 +86,7 @@ func unreadableBody(w http.ResponseWriter, r *http.Request, err error) {
 }
 
 // serviceUnavailable answers 503 when the database fails. The cause goes to
-// the log, never to the client: an error, or a warning when the query was
-// canceled because the client went away.
+// the log, never to the client; a client that left is only a warning.
 func serviceUnavailable(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
 	if errors.Is(err, context.Canceled) && errors.Is(r.Context().Err(), context.Canceled) {
 		log.LogAttrs(r.Context(), slog.LevelWarn, "query canceled: client went away", slog.String("error", err.Error()))
@@ -117,9 +115,8 @@ type fieldError struct {
 	Ctx  map[string]string `json:"ctx,omitempty"`
 }
 
-// fieldErrors is a validation list. It is JSON in responses and JSON logs,
-// and one line a person reads in text logs:
-// "query.year: value is not a valid integer; query.rating: field required".
+// fieldErrors is a validation list: JSON in responses and JSON logs, and in
+// text logs "query.year: value is not a valid integer; query.rating: ...".
 type fieldErrors []fieldError
 
 func (e fieldErrors) MarshalJSON() ([]byte, error) { return json.Marshal([]fieldError(e)) }

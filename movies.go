@@ -110,11 +110,9 @@ func queryFloat(q url.Values, name string, problems *[]fieldError) float64 {
 	return f
 }
 
-// pythonNumber brings a number written the way the original's parser
-// (Python's int() and float()) accepts it to Go's syntax: surrounding
-// space is dropped, digits of other scripts ("１", "١") become ASCII, and
-// underscores between digits ("1_000") are removed. Anything else is
-// returned as it is, for strconv to refuse.
+// pythonNumber brings a number that Python's int() and float() read, as the
+// original does, to Go's syntax: no surrounding space, digits of any script
+// ("１", "١") as ASCII, no underscores between digits ("1_000").
 func pythonNumber(s string) string {
 	s = strings.Map(asciiDigit, strings.TrimSpace(s))
 	if !strings.Contains(s, "_") {
@@ -134,25 +132,18 @@ func pythonNumber(s string) string {
 	return string(out)
 }
 
-// asciiDigit maps a decimal digit of any script (Unicode category Nd, the
-// digits Python's int() reads) to its ASCII digit, and leaves other runes
-// alone. Unicode lays each script's digits out as runs of ten starting at
-// zero, and unicode.Nd's ranges each start at a zero.
+// asciiDigit maps a decimal digit of any script (Unicode's Nd, which
+// Python reads) to ASCII. Each script's digits are a run of ten from zero,
+// so a digit's value is its distance from the start of its run, modulo ten.
 func asciiDigit(r rune) rune {
 	if r < utf8.RuneSelf || !unicode.IsDigit(r) {
 		return r
 	}
-	for _, rg := range unicode.Nd.R16 {
-		if rune(rg.Lo) <= r && r <= rune(rg.Hi) {
-			return '0' + (r-rune(rg.Lo))%10
-		}
+	zero := r
+	for unicode.IsDigit(zero - 1) {
+		zero--
 	}
-	for _, rg := range unicode.Nd.R32 {
-		if rune(rg.Lo) <= r && r <= rune(rg.Hi) {
-			return '0' + (r-rune(rg.Lo))%10
-		}
-	}
-	return r
+	return '0' + (r-zero)%10
 }
 
 // movie returns the movie with id, or errNotFound.

@@ -265,13 +265,11 @@ func (h requestIDHandler) WithGroup(name string) slog.Handler {
 // it cannot forge log lines, and makes a new one otherwise.
 func requestID(r *http.Request) string {
 	id := r.Header.Get("X-Request-ID")
-	if id == "" || len(id) > 64 {
-		return rand.Text()[:16]
+	plain := func(c rune) bool {
+		return c == '-' || c == '_' || c == '.' || c >= '0' && c <= '9' || c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z'
 	}
-	for _, c := range []byte(id) {
-		if !(c == '-' || c == '_' || c == '.' || c >= '0' && c <= '9' || c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z') {
-			return rand.Text()[:16]
-		}
+	if id == "" || len(id) > 64 || strings.ContainsFunc(id, func(c rune) bool { return !plain(c) }) {
+		return rand.Text()[:16]
 	}
 	return id
 }

@@ -12,11 +12,10 @@ import (
 	"time"
 )
 
-// Login throttling. Each login attempt counts as a failure for its client
-// address and for the account it names when it starts; past a limit within
-// the window, further attempts get 429 without a password check. The counts
-// live in PostgreSQL (myapi.login_failures), so every replica shares them
-// and a restart forgets nothing.
+// Login throttling. A login attempt counts as a failure for its client
+// address and its account when it starts; past a limit, attempts get 429
+// without a password check. The counts live in PostgreSQL, so every replica
+// shares them and a restart forgets nothing.
 const (
 	failureWindow      = 15 * time.Minute
 	maxAccountFailures = 5  // a person mistyping does not reach it
@@ -56,10 +55,9 @@ FROM myapi.login_failures
 WHERE reset_at > now()
   AND (key = $1 AND failures >= $3 OR key = $2 AND failures >= $4)`
 
-// countSQL counts a failure for each key in one statement, starting a key's
-// window at its first failure, and returns each key's count and seconds left.
-// Row locks serialise concurrent attempts, so each sees the others' counts.
-// On the way it deletes a few expired rows, skipping any that are locked.
+// countSQL counts a failure for each key, starting a key's window at its
+// first failure, and returns each key's count and seconds left; row locks
+// serialise concurrent attempts. It also deletes a few expired rows.
 const countSQL = `
 WITH expired AS (
     DELETE FROM myapi.login_failures WHERE key IN (
@@ -149,8 +147,8 @@ func (s *store) clearFailures(ctx context.Context, key []byte) error {
 	return err
 }
 
-// clientAddr is the client's address: the connection's, or, when that is
-// a trusted proxy, the last address in X-Forwarded-For that is not one.
+// clientAddr is the connection's address, or, from a trusted proxy, the last
+// address in X-Forwarded-For that is not one.
 func clientAddr(r *http.Request, trusted []netip.Prefix) netip.Addr {
 	addr := remoteAddr(r.RemoteAddr)
 	isTrusted := func(a netip.Addr) bool {
