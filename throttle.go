@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"log/slog"
@@ -55,21 +54,27 @@ FROM myapi.login_failures
 WHERE reset_at > now()
   AND (key = $1 AND failures >= $3 OR key = $2 AND failures >= $4)`
 
-// countSQL counts a failure for each key, starting a key's window at its
-// first failure, and returns each key's count and seconds left; row locks
-// serialise concurrent attempts. It also deletes a few expired rows.
+// countSQL counts a failure for the client ($1) and the account ($2),
+// starting a key's window at its first failure, and returns how many
+// seconds a key now past its limit must wait, or 0. Row locks serialise
+// concurrent attempts, taken in one order by all. It also deletes a few
+// expired rows.
 const countSQL = `
 WITH expired AS (
     DELETE FROM myapi.login_failures WHERE key IN (
         SELECT key FROM myapi.login_failures
         WHERE reset_at <= now() AND key <> $1 AND key <> $2
-        ORDER BY reset_at LIMIT 10 FOR UPDATE SKIP LOCKED))
-INSERT INTO myapi.login_failures AS f (key, failures, reset_at)
-VALUES ($1, 1, now() + $3 * interval '1 second'), ($2, 1, now() + $3 * interval '1 second')
-ON CONFLICT (key) DO UPDATE SET
-    failures = CASE WHEN f.reset_at > now() THEN f.failures + 1 ELSE 1 END,
-    reset_at = CASE WHEN f.reset_at > now() THEN f.reset_at ELSE excluded.reset_at END
-RETURNING key, failures, ceil(extract(epoch FROM reset_at - now()))::int`
+        ORDER BY reset_at LIMIT 10 FOR UPDATE SKIP LOCKED)),
+counted AS (
+    INSERT INTO myapi.login_failures AS f (key, failures, reset_at)
+    SELECT k, 1, now() + $3 * interval '1 second' FROM unnest(ARRAY[$1, $2]::bytea[]) AS k ORDER BY k
+    ON CONFLICT (key) DO UPDATE SET
+        failures = CASE WHEN f.reset_at > now() THEN f.failures + 1 ELSE 1 END,
+        reset_at = CASE WHEN f.reset_at > now() THEN f.reset_at ELSE excluded.reset_at END
+    RETURNING key, failures, reset_at)
+SELECT coalesce(max(ceil(extract(epoch FROM reset_at - now()))), 0)::int
+FROM counted
+WHERE key = $1 AND failures > $4 OR key = $2 AND failures > $5`
 
 // startLogin counts a login attempt as a failure for both keys, in the
 // same transaction that checks both limits, so that concurrent guesses
@@ -83,42 +88,15 @@ func (s *store) startLogin(ctx context.Context, k loginKeys) (wait time.Duration
 	if err != nil || secs > 0 {
 		return time.Duration(secs) * time.Second, err
 	}
-
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, err
 	}
-	defer tx.Rollback()
-	// Both attempts lock the two rows in the same order, or two could
-	// each hold the row the other waits for.
-	first, second := k.client, k.account
-	if bytes.Compare(first, second) > 0 {
-		first, second = second, first
-	}
-	rows, err := tx.QueryContext(ctx, countSQL, first, second, int(failureWindow.Seconds()))
-	if err != nil {
-		return 0, err
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var key []byte
-		var failures, left int
-		if err := rows.Scan(&key, &failures, &left); err != nil {
-			return 0, err
-		}
-		limit := maxAccountFailures
-		if bytes.Equal(key, k.client) {
-			limit = maxClientFailures
-		}
-		if failures > limit {
-			secs = max(secs, left)
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return 0, err
-	}
-	if secs > 0 {
-		return time.Duration(secs) * time.Second, nil // the deferred Rollback takes the count back
+	defer tx.Rollback() // unless committed: an attempt past a limit counts for neither key
+	err = tx.QueryRowContext(ctx, countSQL, k.client, k.account, int(failureWindow.Seconds()),
+		maxClientFailures, maxAccountFailures).Scan(&secs)
+	if err != nil || secs > 0 {
+		return time.Duration(secs) * time.Second, err
 	}
 	return 0, tx.Commit()
 }
