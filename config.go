@@ -81,7 +81,9 @@ func loadConfig(getenv func(string) string) (config, error) {
 	cfg.TokenTTL = parseDuration(get, "MYAPI_TOKEN_TTL", "60m", bad)
 	cfg.ShutdownTimeout = parseDuration(get, "MYAPI_SHUTDOWN_TIMEOUT", "10s", bad)
 	cfg.BcryptCost = parseInt(get, "MYAPI_BCRYPT_COST", 12, bcrypt.MinCost, bcrypt.MaxCost, bad)
-	cfg.DBMaxConns = parseInt(get, "MYAPI_DB_MAX_CONNS", defaultMaxConns(), 1, 1000, bad)
+	// PostgreSQL wants about two connections per core; a few more cover
+	// requests waiting on the network rather than on the CPU.
+	cfg.DBMaxConns = parseInt(get, "MYAPI_DB_MAX_CONNS", 4*runtime.NumCPU()+2, 1, 1000, bad)
 
 	if cfg.LogFormat != "text" && cfg.LogFormat != "json" {
 		bad("MYAPI_LOG_FORMAT must be text or json, not %q", cfg.LogFormat)
@@ -92,11 +94,6 @@ func loadConfig(getenv func(string) string) (config, error) {
 	}
 	return cfg, nil
 }
-
-// defaultMaxConns sizes the pool for the machine: PostgreSQL itself wants
-// about two connections per core, and a few more cover requests waiting on
-// the network rather than on the CPU.
-func defaultMaxConns() int { return 4*runtime.NumCPU() + 2 }
 
 // parseDuration reads key as a positive duration, reporting a bad one.
 func parseDuration(get func(key, def string) string, key, def string, bad func(string, ...any)) time.Duration {
@@ -124,22 +121,17 @@ func parseProxies(list string, bad func(string, ...any)) (proxies []netip.Prefix
 		return nil
 	}
 	for _, s := range strings.Split(list, ",") {
-		p, err := parsePrefix(strings.TrimSpace(s))
+		a, err := netip.ParseAddr(strings.TrimSpace(s))
+		p := netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()) // an address is a prefix of its full length
+		if err != nil {
+			p, err = netip.ParsePrefix(strings.TrimSpace(s))
+		}
 		if err != nil {
 			bad("MYAPI_TRUSTED_PROXIES: %q is not an IP address or CIDR prefix", s)
 		}
-		proxies = append(proxies, p)
+		proxies = append(proxies, p.Masked())
 	}
 	return proxies
-}
-
-// parsePrefix accepts a CIDR prefix or a single address.
-func parsePrefix(s string) (netip.Prefix, error) {
-	if a, err := netip.ParseAddr(s); err == nil {
-		return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
-	}
-	p, err := netip.ParsePrefix(s)
-	return p.Masked(), err
 }
 
 // devTokenKey returns the dev signing key kept in dir, made on first use: on

@@ -18,10 +18,9 @@ import (
 	"syscall"
 )
 
-// The local dev database: a private PostgreSQL cluster under .myapi/, made
-// from the server binaries installed on the machine, so that a fresh clone
-// serves with nothing else set up. The test suite uses the same code for its
-// throwaway cluster.
+// The local dev database: a private PostgreSQL cluster under .myapi/, made from
+// the installed server binaries so that a fresh clone serves with nothing else
+// set up. The tests make their throwaway cluster the same way.
 //
 // Layout of dir:
 //
@@ -38,13 +37,12 @@ const (
 
 // localDB is a running local cluster.
 type localDB struct {
-	bindir  string
-	dir     string
-	runAs   *syscall.Credential // nil unless we are root
-	host    string              // socket directory or 127.0.0.1
-	port    int
-	started bool // this process started it, so it stops it
-	pass    string
+	bindir, dir string
+	runAs       *syscall.Credential // nil unless we are root
+	host        string              // socket directory or 127.0.0.1
+	port        int
+	pass        string // the superuser's
+	started     bool   // this process started it, so it stops it
 }
 
 // localDBOptions tune a cluster; tests turn durability off for speed.
@@ -66,8 +64,7 @@ func startLocalDB(ctx context.Context, dir string, opts localDBOptions) (*localD
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	// Two processes starting at once must not both run initdb or pg_ctl
-	// start. Closing the file releases the lock.
+	// One process at a time runs initdb and pg_ctl start; closing the file unlocks.
 	lock, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, err
@@ -79,8 +76,7 @@ func startLocalDB(ctx context.Context, dir string, opts localDBOptions) (*localD
 
 	db := &localDB{bindir: bindir, dir: dir}
 	if os.Geteuid() == 0 {
-		// initdb refuses to run as root, and rightly: the server would
-		// run with every privilege. Run it as an unprivileged user.
+		// initdb refuses root, and rightly: the server would have every privilege.
 		if db.runAs, err = unprivilegedUser(); err != nil {
 			return nil, err
 		}
@@ -194,10 +190,8 @@ func (db *localDB) initdb(ctx context.Context) error {
 		return fmt.Errorf("local database password: %w", err)
 	}
 	db.pass = string(pass)
-	for _, d := range []string{db.dataDir(), db.runDir()} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			return err
-		}
+	if err := errors.Join(os.MkdirAll(db.dataDir(), 0o700), os.MkdirAll(db.runDir(), 0o700)); err != nil {
+		return err
 	}
 	if db.runAs != nil {
 		for _, p := range []string{db.dataDir(), db.runDir(), pwfile} {
@@ -276,9 +270,8 @@ func (db *localDB) pgctl(ctx context.Context, mode string, args ...string) error
 	return db.run(ctx, "pg_ctl", append([]string{mode, "-D", db.dataDir()}, args...)...)
 }
 
-// run runs a PostgreSQL binary as the server's user. A failure is one error
-// naming the binary and its first argument (pg_ctl's mode), and carrying the
-// last line the binary printed.
+// run runs a PostgreSQL binary as the server's user. Its error names the
+// binary and its first argument (pg_ctl's mode), with the last line it printed.
 func (db *localDB) run(ctx context.Context, name string, args ...string) error {
 	cmd := exec.CommandContext(ctx, filepath.Join(db.bindir, name), args...)
 	cmd.Dir = db.runDir()

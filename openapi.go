@@ -6,6 +6,7 @@ import (
 	_ "embed"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"html/template"
 	"net/http"
@@ -15,11 +16,9 @@ import (
 	"strings"
 )
 
-// The OpenAPI document is written by hand and served as it is. Each example
-// carries the request that gets it (the x-request extension), so that
-// openapi_test.go can replay it against the real server; the tests also
-// compare the document's routes with newHandler's. The document cannot
-// drift from the code without a test failing.
+// The OpenAPI document is written by hand. openapi_test.go replays each
+// example's request (x-request) and compares the routes with newHandler's,
+// so the document cannot drift from the code without a test failing.
 
 //go:embed openapi.json
 var openapiJSON []byte
@@ -35,13 +34,11 @@ func handleOpenAPI() http.Handler {
 	})
 }
 
-// handleDocs serves the document as an HTML page. The page never changes
-// while the program runs, so it is rendered once, here.
+// handleDocs serves the document as an HTML page, rendered once: it never changes.
 func handleDocs() http.Handler {
 	page, csp, err := renderDocs(openapiJSON)
 	if err != nil {
-		// The document and the template are compiled in, and the tests
-		// render them: only a broken build gets here.
+		// Both are compiled in and the tests render them: only a broken build gets here.
 		panic("docs: " + err.Error())
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -73,10 +70,7 @@ func renderDocs(doc []byte) (page []byte, csp string, err error) {
 		return nil, "", err
 	}
 	var buf, style bytes.Buffer
-	if err := tmpl.Execute(&buf, d); err != nil {
-		return nil, "", err
-	}
-	if err := tmpl.ExecuteTemplate(&style, "style", nil); err != nil {
+	if err := errors.Join(tmpl.Execute(&buf, d), tmpl.ExecuteTemplate(&style, "style", nil)); err != nil {
 		return nil, "", err
 	}
 	sum := sha256.Sum256(style.Bytes())
@@ -85,9 +79,8 @@ func renderDocs(doc []byte) (page []byte, csp string, err error) {
 	return buf.Bytes(), csp, nil
 }
 
-// openAPIDoc is the part of an OpenAPI 3.1 document that the page shows and
-// the tests check. encoding/json matches member names to field names
-// whatever their case, so only $ref and the x- extensions need tags.
+// openAPIDoc is the part of an OpenAPI 3.1 document the page shows and the
+// tests check. encoding/json ignores case: only $ref and x- members need tags.
 type openAPIDoc struct {
 	OpenAPI    string
 	Info       struct{ Title, Version, Summary, Description string }
@@ -109,8 +102,7 @@ type apiOperation struct {
 	Responses                         map[string]*apiResponse // by status code
 }
 
-// apiParameter is a Parameter Object, or a Header Object: the same but for
-// name and in.
+// apiParameter is a Parameter Object, or a Header Object (the same without name and in).
 type apiParameter struct {
 	Name, In, Description string
 	Required              bool

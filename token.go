@@ -16,15 +16,12 @@ import (
 )
 
 // The access token is a JWT (RFC 7519) in compact JWS form (RFC 7515), signed
-// with HMAC-SHA256. verifyToken refuses a token too long or of the wrong
-// shape before decoding anything, then checks the MAC over the exact bytes
-// received, and only then decodes the JSON: the decoder only ever reads
-// bytes that a holder of the key wrote, so a forger's claims are never parsed.
+// with HMAC-SHA256. verifyToken checks the shape, then the MAC over the exact
+// bytes received, before decoding anything: a forger's JSON is never parsed.
 
 const (
 	maxTokenBytes = 4096 // ours are about 250 bytes
-	// tokenHeader is the only JOSE header signToken writes, the bytes
-	// python-jose wrote for the original service.
+	// tokenHeader is, byte for byte, the header python-jose wrote for the original.
 	tokenHeader = `{"alg":"HS256","typ":"JWT"}`
 	// expiresAtLayout is the original's expires_at: Python's str(datetime)
 	// in UTC. time.Parse also reads the ".ffffff" Python may add.
@@ -38,17 +35,14 @@ const (
 var (
 	errTokenExpired = errors.New("token expired")
 	errTokenInvalid = errors.New("invalid token")
+
+	// b64 is base64url without padding (RFC 7515 §2), strict so that each byte
+	// string has one accepted encoding (verifySignature refuses CR and LF).
+	b64 = base64.RawURLEncoding.Strict()
 )
 
-// invalidToken returns errTokenInvalid with a fixed reason for the log,
-// never the token's content.
+// invalidToken wraps errTokenInvalid with a fixed reason, never the token's content.
 func invalidToken(reason string) error { return fmt.Errorf("%w: %s", errTokenInvalid, reason) }
-
-// b64 is base64url without padding (RFC 7515 §2), strict so that each byte
-// string has one accepted encoding (verifySignature refuses CR and LF).
-var b64 = base64.RawURLEncoding.Strict()
-
-var tokenHeaderSegment = b64.EncodeToString([]byte(tokenHeader))
 
 // tokenClaims are the JWT claims myapi signs and reads. IssuedAt is zero
 // for a token without iat, as the original service's tokens are.
@@ -70,7 +64,7 @@ func signToken(key []byte, c tokenClaims) string {
 		ExpiresAt    int64  `json:"exp"`
 		ExpiresAtUTC string `json:"expires_at"`
 	}{c.Sub, c.Name, c.IssuedAt.Unix(), c.ExpiresAt.Unix(), c.ExpiresAt.UTC().Format(expiresAtLayout)})
-	input := tokenHeaderSegment + "." + b64.EncodeToString(payload)
+	input := b64.EncodeToString([]byte(tokenHeader)) + "." + b64.EncodeToString(payload)
 	mac := hmac.New(sha256.New, key)
 	io.WriteString(mac, input)
 	return input + "." + b64.EncodeToString(mac.Sum(nil))
@@ -131,15 +125,7 @@ func verifySignature(token string, keys tokenKeys) (header, payload string, err 
 	if err != nil || len(mac) != sha256.Size {
 		return "", "", invalidToken("signature is not 32 bytes of base64url")
 	}
-	if !macMatches(token[:len(header)+1+len(payload)], mac, keys) {
-		return "", "", invalidToken("bad signature")
-	}
-	return header, payload, nil
-}
-
-// macMatches reports whether mac is the HMAC-SHA256 of input under one of
-// keys, compared in constant time.
-func macMatches(input string, mac []byte, keys tokenKeys) bool {
+	input := token[:len(header)+1+len(payload)]
 	for _, key := range keys {
 		if len(key) == 0 {
 			continue // newTokenKeys leaves empty keys out; this makes sure
@@ -147,10 +133,10 @@ func macMatches(input string, mac []byte, keys tokenKeys) bool {
 		h := hmac.New(sha256.New, key)
 		io.WriteString(h, input)
 		if hmac.Equal(h.Sum(nil), mac) {
-			return true
+			return header, payload, nil
 		}
 	}
-	return false
+	return "", "", invalidToken("bad signature")
 }
 
 // checkHeader checks the JOSE header segment. The algorithm is pinned to
@@ -158,9 +144,6 @@ func macMatches(input string, mac []byte, keys tokenKeys) bool {
 // as we implement no extension (RFC 7515 §4.1.11); kid, jku and the like are
 // ignored: keys never come from the token. typ is optional (RFC 7519 §5.1).
 func checkHeader(seg string) error {
-	if seg == tokenHeaderSegment {
-		return nil // our own tokens and python-jose's
-	}
 	h, ok := decodeObject(seg)
 	if !ok {
 		return invalidToken("header is not a base64url JSON object")
@@ -177,10 +160,9 @@ func checkHeader(seg string) error {
 	return nil
 }
 
-// readClaims reads the claims at time now. sub and an expiry are required:
-// exp (RFC 7519 §4.1.4) or expires_at, the original service's claim; the
-// earliest counts. nbf, if present, must not be after now, nor iat more than
-// maxIssuedAhead after it. Other claims are ignored.
+// readClaims reads the claims at time now. The expiry is exp (RFC 7519
+// §4.1.4) or the original service's expires_at, the earlier if both; claims
+// not read here are ignored.
 func readClaims(m map[string]json.RawMessage, now time.Time) (tokenClaims, error) {
 	var c tokenClaims
 	var exp, expiresAt, nbf time.Time // nbf is zero, long past, if absent
@@ -214,9 +196,8 @@ func readClaims(m map[string]json.RawMessage, now time.Time) (tokenClaims, error
 	return c, nil
 }
 
-// decodeObject decodes seg, the base64url of a JSON object in UTF-8, into
-// its members. Names are matched exactly later, unlike encoding/json's
-// struct fields, which would read "EXP" as exp.
+// decodeObject decodes seg, the base64url of a JSON object, into its members,
+// so that names match exactly: encoding/json's struct fields read "EXP" as exp.
 func decodeObject(seg string) (map[string]json.RawMessage, bool) {
 	data, err := b64.DecodeString(seg)
 	// JSON is UTF-8 (RFC 8259 §8.1); encoding/json would replace bad bytes.
