@@ -14,7 +14,6 @@ package main
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"flag"
 	"fmt"
@@ -93,18 +92,29 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	}
 }
 
-// parseFlags parses a subcommand's flags; a subcommand takes no arguments.
-func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer) error {
+// parseFlags parses a subcommand's flags, of which those named in required
+// must not be empty; a subcommand takes no arguments.
+func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer, required ...string) error {
 	fs.SetOutput(stderr)
 	if err := fs.Parse(args); err != nil {
 		return errUsage
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "%s: unexpected argument %q\n", fs.Name(), fs.Arg(0))
-		fs.Usage()
-		return errUsage
+		return usageError(fs, fmt.Sprintf("unexpected argument %q", fs.Arg(0)))
+	}
+	for _, name := range required {
+		if fs.Lookup(name).Value.String() == "" {
+			return usageError(fs, "-"+name+" is required")
+		}
 	}
 	return nil
+}
+
+// usageError prints a command's problem and its usage, and returns errUsage.
+func usageError(fs *flag.FlagSet, problem string) error {
+	fmt.Fprintf(fs.Output(), "%s: %s\n", fs.Name(), problem)
+	fs.Usage()
+	return errUsage
 }
 
 func runMigrate(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -129,10 +139,13 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		return err
 	}
 	defer closeDB()
-	keys, err := signingKeys(cfg)
-	if err != nil {
-		return fmt.Errorf("serve: %w", err)
+	key := cfg.TokenKey // nil in dev with none configured: cfg.Dir keeps one
+	if key == nil {
+		if key, err = devTokenKey(cfg.Dir); err != nil {
+			return fmt.Errorf("serve: %w", err)
+		}
 	}
+	keys := append([][]byte{key}, cfg.PreviousKeys...) // current first
 
 	log := newLogger(stderr, cfg.LogFormat)
 	handler := newHandler(deps{
@@ -172,45 +185,41 @@ func serveUntilDone(ctx context.Context, srv *http.Server, ln net.Listener, time
 	return nil
 }
 
-// signingKeys returns the token keys, current first, taking the dev key
-// from the state directory when none is configured.
-func signingKeys(cfg config) ([][]byte, error) {
-	key := cfg.TokenKey
-	if key == nil {
-		var err error
-		if key, err = devTokenKey(cfg.Dir); err != nil {
-			return nil, err
-		}
+// openStore loads the configuration and opens and migrates its database for
+// the command cmd: the configured one, or in dev with none configured the
+// local cluster, started if need be. closeDB closes the pool, and stops the
+// cluster if this call started it.
+func openStore(ctx context.Context, cmd string, getenv func(string) string, stderr io.Writer) (*store, config, func(), error) {
+	cfg, err := loadConfig(getenv)
+	if err != nil {
+		return nil, cfg, nil, err
 	}
-	return append([][]byte{key}, cfg.PreviousKeys...), nil
-}
-
-// openDatabase connects to the configured database, or in dev with none
-// configured to the local cluster, started if need be. closeDB closes the
-// pool and stops the cluster if this call started it.
-func openDatabase(ctx context.Context, cfg config, log *slog.Logger) (db *sql.DB, closeDB func(), err error) {
-	dsn := cfg.DatabaseURL
-	var local *localDB
+	log := newLogger(stderr, cfg.LogFormat)
+	dsn, stopLocal := cfg.DatabaseURL, func() {}
 	if dsn == "" {
-		if local, err = startLocalDB(ctx, cfg.Dir, localDBOptions{}); err != nil {
-			return nil, nil, err
+		local, err := startLocalDB(ctx, cfg.Dir, localDBOptions{})
+		if err != nil {
+			return nil, cfg, nil, fmt.Errorf("%s: %w", cmd, err)
 		}
 		dsn = local.DSN(localDBName)
 		log.Info("using the local dev database", "dir", cfg.Dir, "started", local.started)
-	}
-	stopLocal := func() {
-		if local == nil {
-			return
-		}
-		if err := local.Stop(); err != nil {
-			log.Error("stop the local dev database", "error", err.Error())
+		stopLocal = func() {
+			if err := local.Stop(); err != nil {
+				log.Error("stop the local dev database", "error", err.Error())
+			}
 		}
 	}
-	if db, err = openDB(ctx, dsn, cfg.DBMaxConns); err != nil {
+	db, err := openDB(ctx, dsn, cfg.DBMaxConns)
+	if err != nil {
 		stopLocal()
-		return nil, nil, err
+		return nil, cfg, nil, fmt.Errorf("%s: %w", cmd, err)
 	}
-	return db, func() { db.Close(); stopLocal() }, nil
+	closeDB := func() { db.Close(); stopLocal() }
+	if err := migrate(ctx, db, cfg.Env == "dev"); err != nil {
+		closeDB()
+		return nil, cfg, nil, err
+	}
+	return &store{db: db}, cfg, closeDB, nil
 }
 
 // newLogger logs to w as text or JSON lines, adding each request's id.

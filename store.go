@@ -42,9 +42,8 @@ const (
 	// migrateLockID names the advisory lock that serialises migrations
 	// between processes; its bytes spell "myapi".
 	migrateLockID = 0x6d79617069
-	// migrateLockTimeout bounds each lock wait of a migration: a start that
-	// needs a table a long query holds (a pg_dump) fails rather than waits,
-	// with every request queued behind it.
+	// migrateLockTimeout bounds a migration's lock waits: behind a long
+	// query (a pg_dump), a start fails rather than queue every request.
 	migrateLockTimeout = 5 * time.Second
 )
 
@@ -96,10 +95,9 @@ func openDB(ctx context.Context, dsn string, maxConns int) (*sql.DB, error) {
 	return db, nil
 }
 
-// connLifetime is how long a connection serves before it is replaced, so
-// that a fail-over or a pgbouncer restart is picked up. Each connection
-// gets its own, within 10%, so that a pool opened at once is not replaced
-// at once.
+// connLifetime is how long a connection serves, so that a fail-over or a
+// pgbouncer restart is picked up. Each gets its own, within 10%, so that a
+// pool opened at once is not replaced at once.
 const connLifetime = 30 * time.Minute
 
 func retireLater(_ context.Context, c *pgx.Conn) error {
@@ -117,9 +115,8 @@ func retireIfDue(_ context.Context, c *pgx.Conn) error {
 	return nil
 }
 
-// hideConnString replaces a connection-string parse error, which quotes
-// the string (password and all, when pgx cannot tell where it is), with a
-// fixed message.
+// hideConnString replaces a connection-string parse error, which can quote
+// the password, with a fixed message.
 func hideConnString(err error) error {
 	var perr *pgconn.ParseConfigError
 	if errors.As(err, &perr) {
@@ -187,8 +184,16 @@ func queryAll[T any](ctx context.Context, db *sql.DB, query string, scan func(*s
 	return out, rows.Err()
 }
 
-// uniqueViolation is the SQLSTATE of a unique constraint's refusal.
-const uniqueViolation = "23505"
+// queryRow scans the one row of query into dest, or returns errNotFound.
+func queryRow(ctx context.Context, db *sql.DB, query string, args []any, dest ...any) error {
+	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
+	defer cancel()
+	err := db.QueryRowContext(ctx, query, args...).Scan(dest...)
+	if errors.Is(err, sql.ErrNoRows) {
+		return errNotFound
+	}
+	return err
+}
 
 // isText reports whether s can be a PostgreSQL text value.
 func isText(s string) bool { return utf8.ValidString(s) && !strings.ContainsRune(s, 0) }
@@ -198,16 +203,10 @@ func (s *store) userByEmail(ctx context.Context, email string) (user, error) {
 	if !isText(email) {
 		return user{}, errNotText
 	}
-	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
-	defer cancel()
 	var u user
 	var changed sql.NullTime
-	err := s.db.QueryRowContext(ctx,
-		"SELECT user_id, name, email, hashed_password, password_changed_at FROM myapi.users WHERE email = $1", email,
-	).Scan(&u.ID, &u.Name, &u.Email, &u.HashedPassword, &changed)
-	if errors.Is(err, sql.ErrNoRows) {
-		return user{}, errNotFound
-	}
+	err := queryRow(ctx, s.db, "SELECT user_id, name, email, hashed_password, password_changed_at FROM myapi.users WHERE email = $1",
+		[]any{email}, &u.ID, &u.Name, &u.Email, &u.HashedPassword, &changed)
 	u.PasswordChangedAt = changed.Time // the zero time when NULL
 	return u, err
 }
@@ -218,59 +217,41 @@ func (s *store) accounts(ctx context.Context) ([]account, error) {
 		func(rows *sql.Rows) (a account, err error) { return a, rows.Scan(&a.ID, &a.Name, &a.Email) })
 }
 
-// setPassword replaces the user's password hash and records the change,
-// which revokes every token issued before; errNotFound when there is no
-// such user. handleToken dates tokens up to the second after the previous
-// change, so this one is recorded at least a second after it.
+// setPassword replaces the user's password hash, or returns errNotFound. The
+// change revokes older tokens; handleToken dates tokens up to the second
+// after the previous change, so this one is recorded at least a second later.
 func (s *store) setPassword(ctx context.Context, email, hashedPassword string) error {
-	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
-	defer cancel()
-	err := s.db.QueryRowContext(ctx, `UPDATE myapi.users SET hashed_password = $2,
+	return queryRow(ctx, s.db, `UPDATE myapi.users SET hashed_password = $2,
 		password_changed_at = greatest(now(), password_changed_at + interval '1 second')
-		WHERE email = $1 RETURNING user_id`, email, hashedPassword).Scan(new(int))
-	if errors.Is(err, sql.ErrNoRows) {
-		return errNotFound
-	}
-	return err
+		WHERE email = $1 RETURNING user_id`, []any{email, hashedPassword}, new(int))
 }
 
 // deleteUser deletes the user, or returns errNotFound. It returns once the
 // second after their last password change has begun: handleToken may date
-// their tokens in that second, and a user created under the email before
-// then would not refuse them. (Tokens dated over a minute ahead are refused
-// anyway: it waits a minute at most.)
+// their tokens in it, which a user created under the email before then
+// would not refuse.
 func (s *store) deleteUser(ctx context.Context, email string) error {
-	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
-	defer cancel()
 	var changed sql.NullTime
 	var dbNow time.Time
-	err := s.db.QueryRowContext(ctx,
-		"DELETE FROM myapi.users WHERE email = $1 RETURNING password_changed_at, clock_timestamp()", email,
-	).Scan(&changed, &dbNow)
-	if errors.Is(err, sql.ErrNoRows) {
-		return errNotFound
-	}
+	err := queryRow(ctx, s.db, "DELETE FROM myapi.users WHERE email = $1 RETURNING password_changed_at, clock_timestamp()",
+		[]any{email}, &changed, &dbNow)
 	if err == nil && changed.Valid {
+		// A minute at most: tokens dated further ahead are refused anyway.
 		time.Sleep(min(time.Unix(changed.Time.Unix()+1, 0).Sub(dbNow), time.Minute))
 	}
 	return err
 }
 
 // createUser inserts a user and returns its id, or errDuplicate when the
-// email is taken. The duplicate is recognised by its SQLSTATE (23505),
-// never by the message, which changes with the server's language. Its
-// password counts as changed now, so that tokens of a deleted user of the
-// same email stay revoked (see deleteUser).
+// email is taken. Its password counts as changed now, so that the tokens of
+// a deleted user of the same email stay revoked (see deleteUser).
 func (s *store) createUser(ctx context.Context, name, email, hashedPassword string) (int, error) {
-	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
-	defer cancel()
 	var id int
-	err := s.db.QueryRowContext(ctx, `INSERT INTO myapi.users (name, email, hashed_password, password_changed_at)
-		VALUES ($1, $2, $3, now()) RETURNING user_id`,
-		name, email, hashedPassword,
-	).Scan(&id)
+	err := queryRow(ctx, s.db, `INSERT INTO myapi.users (name, email, hashed_password, password_changed_at)
+		VALUES ($1, $2, $3, now()) RETURNING user_id`, []any{name, email, hashedPassword}, &id)
+	// 23505 is unique_violation; never match the message, which is translated.
 	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == uniqueViolation {
+	if errors.As(err, &pgErr) && pgErr.Code == "23505" {
 		return 0, errDuplicate
 	}
 	return id, err

@@ -96,11 +96,8 @@ func runSetPassword(ctx context.Context, args []string, getenv func(string) stri
 	fs := flag.NewFlagSet("set-password", flag.ContinueOnError)
 	email := fs.String("email", "", "the user's email")
 	readPassword := passwordFlags(fs)
-	if err := parseFlags(fs, args, stderr); err != nil {
+	if err := parseFlags(fs, args, stderr, "email"); err != nil {
 		return err
-	}
-	if *email == "" {
-		return usageError(fs, "-email is required")
 	}
 	password, err := readPassword(stdin)
 	if err != nil {
@@ -137,11 +134,8 @@ func runSetPassword(ctx context.Context, args []string, getenv func(string) stri
 func runDeleteUser(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("delete-user", flag.ContinueOnError)
 	email := fs.String("email", "", "the user's email")
-	if err := parseFlags(fs, args, stderr); err != nil {
+	if err := parseFlags(fs, args, stderr, "email"); err != nil {
 		return err
-	}
-	if *email == "" {
-		return usageError(fs, "-email is required")
 	}
 	s, _, closeDB, err := openStore(ctx, "delete-user", getenv, stderr)
 	if err != nil {
@@ -189,32 +183,6 @@ func runUnblock(ctx context.Context, args []string, getenv func(string) string, 
 	}
 	fmt.Fprintf(stdout, "unblock: cleared the login failures of %s\n", who)
 	return nil
-}
-
-// openStore loads the configuration and opens and migrates its database
-// for the command cmd. Errors name what failed: the variables of the
-// configuration, the command, or the migration.
-func openStore(ctx context.Context, cmd string, getenv func(string) string, stderr io.Writer) (*store, config, func(), error) {
-	cfg, err := loadConfig(getenv)
-	if err != nil {
-		return nil, cfg, nil, err
-	}
-	db, closeDB, err := openDatabase(ctx, cfg, newLogger(stderr, cfg.LogFormat))
-	if err != nil {
-		return nil, cfg, nil, fmt.Errorf("%s: %w", cmd, err)
-	}
-	if err := migrate(ctx, db, cfg.Env == "dev"); err != nil {
-		closeDB()
-		return nil, cfg, nil, err
-	}
-	return &store{db: db}, cfg, closeDB, nil
-}
-
-// usageError prints a command's problem and its usage, and returns errUsage.
-func usageError(fs *flag.FlagSet, problem string) error {
-	fmt.Fprintf(fs.Output(), "%s: %s\n", fs.Name(), problem)
-	fs.Usage()
-	return errUsage
 }
 
 // passwordFlags adds -password and -password-stdin to fs. After parsing,
