@@ -147,16 +147,9 @@ func asciiDigit(r rune) rune {
 }
 
 // movie returns the movie with id, or errNotFound.
-func (s *store) movie(ctx context.Context, id int32) (Movie, error) {
-	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
-	defer cancel()
-	var m Movie
-	err := s.db.QueryRowContext(ctx,
-		"SELECT movie_id, title, released, rating FROM myapi.movies WHERE movie_id = $1", id,
-	).Scan(&m.ID, &m.Title, &m.Released, (*float64)(&m.Rating))
-	if errors.Is(err, sql.ErrNoRows) {
-		return Movie{}, errNotFound
-	}
+func (s *store) movie(ctx context.Context, id int32) (m Movie, err error) {
+	err = queryRow(ctx, s.db, "SELECT movie_id, title, released, rating FROM myapi.movies WHERE movie_id = $1",
+		[]any{id}, &m.ID, &m.Title, &m.Released, (*float64)(&m.Rating))
 	return m, err
 }
 
