@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
@@ -39,6 +40,8 @@ var (
 	// b64 is base64url without padding (RFC 7515 §2), strict so that each byte
 	// string has one accepted encoding (verifySignature refuses CR and LF).
 	b64 = base64.RawURLEncoding.Strict()
+
+	tokenHeaderSegment = b64.EncodeToString([]byte(tokenHeader))
 )
 
 // invalidToken wraps errTokenInvalid with a fixed reason, never the token's content.
@@ -64,7 +67,7 @@ func signToken(key []byte, c tokenClaims) string {
 		ExpiresAt    int64  `json:"exp"`
 		ExpiresAtUTC string `json:"expires_at"`
 	}{c.Sub, c.Name, c.IssuedAt.Unix(), c.ExpiresAt.Unix(), c.ExpiresAt.UTC().Format(expiresAtLayout)})
-	input := b64.EncodeToString([]byte(tokenHeader)) + "." + b64.EncodeToString(payload)
+	input := tokenHeaderSegment + "." + b64.EncodeToString(payload)
 	mac := hmac.New(sha256.New, key)
 	io.WriteString(mac, input)
 	return input + "." + b64.EncodeToString(mac.Sum(nil))
@@ -144,6 +147,9 @@ func verifySignature(token string, keys tokenKeys) (header, payload string, err 
 // as we implement no extension (RFC 7515 §4.1.11); kid, jku and the like are
 // ignored: keys never come from the token. typ is optional (RFC 7519 §5.1).
 func checkHeader(seg string) error {
+	if seg == tokenHeaderSegment {
+		return nil // ours and python-jose's: no need to decode
+	}
 	h, ok := decodeObject(seg)
 	if !ok {
 		return invalidToken("header is not a base64url JSON object")
@@ -219,11 +225,16 @@ func readMember[T any](m map[string]json.RawMessage, name string, parse func(jso
 	return ok
 }
 
-// jsonString reads raw as a JSON string. json.Unmarshal would read null
-// into a string as "", without an error; here null is not a string.
+// jsonString reads raw, valid JSON, as a string; null is not one.
 func jsonString(raw json.RawMessage) (string, bool) {
+	if len(raw) < 2 || raw[0] != '"' {
+		return "", false
+	}
+	if !bytes.ContainsRune(raw, '\\') {
+		return string(raw[1 : len(raw)-1]), true // no escapes: the bytes are the string
+	}
 	var s string
-	return s, len(raw) > 0 && raw[0] == '"' && json.Unmarshal(raw, &s) == nil
+	return s, json.Unmarshal(raw, &s) == nil
 }
 
 // numericDate reads raw as a NumericDate (RFC 7519 §2): seconds since the
