@@ -350,36 +350,41 @@ logins=$result
 # The storm: 32 connections of logins that each reach bcrypt (see
 # wrk.lua), eight times what the bcrypt queue serves in its 3 s wait.
 storm_conns=32
+
+# under_load NAME VAR=VALUE...: measures the GET route while wrk sends
+# storm_conns connections of logins, made as the variables tell wrk.lua;
+# sets result to the GETs' BENCH line and load to the logins'.
+under_load() {
+  local name=$1
+  shift
+  env "$@" wrk -t 1 -c "$storm_conns" -d $((duration + 2 * warmup))s --timeout 10s \
+    -s "$bench/wrk.lua" "$base/token" >"$tmp/$name.out" 2>&1 &
+  pids+=($!)
+  sleep "$warmup"
+  wrk_run 16 "$duration" "$movie_path"
+  wait "${pids[-1]}" || true
+  unset 'pids[-1]'
+  load=$(sed -n 's/^BENCH //p' "$tmp/$name.out")
+}
+
 echo "bench: GET $movie_path at 16 connections, without and with a login storm" >&2
 wrk_run 16 "$duration" "$movie_path"
 calm=$result
-BENCH_STORM=1 wrk -t 1 -c "$storm_conns" -d $((duration + 2 * warmup))s --timeout 10s \
-  -s "$bench/wrk.lua" "$base/token" >"$tmp/storm.out" 2>&1 &
-pids+=($!)
-sleep "$warmup"
-wrk_run 16 "$duration" "$movie_path"
+under_load storm BENCH_STORM=1
 stormy=$result
-wait "${pids[-1]}" || true
-unset 'pids[-1]'
-storm=$(sed -n 's/^BENCH //p' "$tmp/storm.out")
+storm=$load
 
-# The flood: 32 connections of wrong passwords for an account already
-# blocked. Each is refused with 429 after one read of the throttle table,
-# with no bcrypt and no write.
+# The flood: wrong passwords for an account already blocked. Each is
+# refused with 429 after one read of the throttle table, with no bcrypt
+# and no write.
 echo "bench: GET $movie_path at 16 connections during a flood of refused logins" >&2
 flood_body="username=flood-${bench_user/@/%40}&password=wrong-password"
 for _ in 1 2 3 4 5 6; do
   curl -sS -o /dev/null --data "$flood_body" "$base/token"
 done
-BENCH_BODY="$flood_body" wrk -t 1 -c "$storm_conns" -d $((duration + 2 * warmup))s --timeout 10s \
-  -s "$bench/wrk.lua" "$base/token" >"$tmp/flood.out" 2>&1 &
-pids+=($!)
-sleep "$warmup"
-wrk_run 16 "$duration" "$movie_path"
+under_load flood BENCH_BODY="$flood_body"
 flooded=$result
-wait "${pids[-1]}" || true
-unset 'pids[-1]'
-flood=$(sed -n 's/^BENCH //p' "$tmp/flood.out")
+flood=$load
 rss_end=$(vmhwm_mb)
 
 # --- the table ----------------------------------------------------------
