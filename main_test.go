@@ -223,6 +223,9 @@ func startApp(t testing.TB, getenv func(string) string) *testApp {
 		if err := app.stop(); err != nil {
 			t.Errorf("serve: %v", err)
 		}
+		if t.Failed() {
+			t.Logf("the server's log:\n%s", logs)
+		}
 	})
 	if res := app.do(t, "GET", "/healthz", nil, nil); res.status != 200 {
 		t.Fatalf("/healthz = %d", res.status)

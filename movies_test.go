@@ -18,7 +18,7 @@ func seedMovies(t testing.TB, db *sql.DB) {
 	if _, err := db.Exec(`INSERT INTO myapi.movies VALUES (9, 'Amélie & "Friends" <1>', 2001, 8.3)`); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.Exec(sampleMoviesSQL); err != nil {
+	if _, err := db.Exec(samplesSQL); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -27,23 +27,29 @@ type deps struct {
 	trusted  []netip.Prefix // proxies whose X-Forwarded-For is believed
 }
 
-// newHandler returns myapi's whole HTTP surface: every route is listed
-// here, with the middleware that wraps them all.
-func newHandler(d deps) http.Handler {
-	mux := http.NewServeMux()
+// routes lists myapi's whole HTTP surface, one line a route, and which
+// routes need a user (authed). newHandler hands each to the mux; the
+// OpenAPI drift test reads the same list.
+func routes(d deps, handle func(pattern string, h http.Handler)) {
 	keys := newTokenKeys(d.keys...)
 	authed := func(h http.Handler) http.Handler { return requireUser(d.log, d.store, keys, d.now, h) }
 
-	mux.Handle("GET /healthz", handleHealthz())
-	mux.Handle("GET /readyz", handleReadyz(d.log, d.store))
-	mux.Handle("POST /token", handleToken(d.log, d.store, d.bcrypt, d.trusted, d.keys[0], d.tokenTTL, d.now))
-	mux.Handle("GET /movies", authed(handleGetMovie(d.log, d.store)))
-	mux.Handle("GET /movies/{$}", authed(handleGetMovie(d.log, d.store)))
-	mux.Handle("GET /movies/new", authed(handleNewMovies(d.log, d.store)))
-	mux.Handle("GET /openapi.json", handleOpenAPI())
-	mux.Handle("GET /docs", handleDocs())
-	mux.Handle("/", handleNoRoute(mux))
+	handle("GET /healthz", handleHealthz())
+	handle("GET /readyz", handleReadyz(d.log, d.store))
+	handle("POST /token", handleToken(d.log, d.store, d.bcrypt, d.trusted, d.keys[0], d.tokenTTL, d.now))
+	handle("GET /movies", authed(handleGetMovie(d.log, d.store)))
+	handle("GET /movies/{$}", authed(handleGetMovie(d.log, d.store)))
+	handle("GET /movies/new", authed(handleNewMovies(d.log, d.store)))
+	handle("GET /openapi.json", handleOpenAPI())
+	handle("GET /docs", handleDocs())
+}
 
+// newHandler returns the handler that serves every route, with the
+// middleware that wraps them all.
+func newHandler(d deps) http.Handler {
+	mux := http.NewServeMux()
+	routes(d, mux.Handle)
+	mux.Handle("/", handleNoRoute(mux)) // JSON 404, 405 and trailing-slash 307
 	return withMiddleware(d.log, decodedPaths(mux))
 }
 

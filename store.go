@@ -20,19 +20,10 @@ import (
 //go:embed schema.sql
 var schemaSQL string
 
-// sampleMoviesSQL fills the dev database so that a fresh clone has
-// something to serve. It runs only when MYAPI_ENV is dev.
-const sampleMoviesSQL = `
-INSERT INTO myapi.movies (movie_id, title, released, rating) VALUES
-    (1, 'The Shawshank Redemption', 1994, 9.2),
-    (2, 'The Godfather', 1972, 9.2),
-    (3, 'The Dark Knight', 2008, 9.0),
-    (4, 'The Godfather Part II', 1974, 9.0),
-    (5, '12 Angry Men', 1957, 9.0),
-    (6, 'Schindler''s List', 1993, 9.0),
-    (7, 'Pulp Fiction', 1994, 8.9),
-    (8, 'Inception', 2010, 8.8)
-ON CONFLICT (movie_id) DO NOTHING`
+// samplesSQL fills the dev database (MYAPI_ENV=dev only).
+//
+//go:embed samples.sql
+var samplesSQL string
 
 const (
 	// queryTimeout bounds every query a request makes: a stuck database
@@ -146,8 +137,8 @@ func migrate(ctx context.Context, db *sql.DB, withSamples bool) error {
 		return fmt.Errorf("migrate: apply schema.sql: %w", err)
 	}
 	if withSamples {
-		if _, err := tx.ExecContext(ctx, sampleMoviesSQL); err != nil {
-			return fmt.Errorf("migrate: load sample movies: %w", err)
+		if _, err := tx.ExecContext(ctx, samplesSQL); err != nil {
+			return fmt.Errorf("migrate: load samples.sql: %w", err)
 		}
 	}
 	if err := tx.Commit(); err != nil {
