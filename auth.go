@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"io"
@@ -10,9 +11,7 @@ import (
 	"mime"
 	"mime/multipart"
 	"net/http"
-	"net/netip"
 	"net/url"
-	"runtime"
 	"strings"
 	"time"
 
@@ -33,8 +32,7 @@ type user struct {
 	Name           string
 	Email          string
 	HashedPassword string
-	// PasswordChangedAt is when the password last changed; zero if never.
-	PasswordChangedAt time.Time
+	Stamp          string // security stamp; "" for none
 }
 
 // tokenResponse is the body of a successful login (RFC 6749 §5.1).
@@ -49,7 +47,7 @@ type loginForm struct {
 }
 
 // handleToken is POST /token: the OAuth2 password grant.
-func handleToken(log *slog.Logger, s *store, bc *bcryptLimiter, trusted []netip.Prefix, key []byte, ttl time.Duration, now func() time.Time) http.Handler {
+func handleToken(d deps) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		form, err := readLoginForm(w, r)
 		if err != nil {
@@ -60,35 +58,35 @@ func handleToken(log *slog.Logger, s *store, bc *bcryptLimiter, trusted []netip.
 			validationFailed(w, r, problems)
 			return
 		}
-		keys := loginKeys{client: clientKey(clientAddr(r, trusted)), account: accountKey(form.Username)}
-		wait, err := s.startLogin(r.Context(), keys)
+		keys := throttleKeys{client: clientKey(clientAddr(r, d.trusted)), account: accountKey(form.Username)}
+		wait, err := d.store.startLogin(r.Context(), keys)
 		switch {
 		case err != nil:
-			serviceUnavailable(w, r, log, err)
+			databaseFailed(w, r, d.log, err)
 			return
 		case wait > 0:
 			tooManyLogins(w, r, wait)
 			return
 		}
 
-		start := now() // before the check: see issuedAt
-		u, err := authenticate(r.Context(), s, bc, form.Username, form.Password)
+		u, err := authenticate(r.Context(), d.store, d.bcrypt, form.Username, form.Password)
 		if !errors.Is(err, errBadCredentials) { // only a wrong password keeps its failure
-			s.endLogin(r.Context(), log, keys, err == nil)
+			d.store.endLogin(r.Context(), d.log, keys, err == nil)
 		}
 		switch {
 		case errors.Is(err, errBadCredentials):
-			log.LogAttrs(r.Context(), slog.LevelInfo, "login failed")
-			badCredentials(w, r)
+			d.log.LogAttrs(r.Context(), slog.LevelInfo, "login failed")
+			badLogin(w, r)
 		case errors.Is(err, errBusy):
 			loginsBusy(w, r)
 		case err != nil:
-			serviceUnavailable(w, r, log, err)
+			databaseFailed(w, r, d.log, err)
 		default:
-			t := issuedAt(u, start)
+			now := d.now()
+			token := signToken(d.keys[0], tokenClaims{Sub: u.Email, Name: u.Name, Stamp: u.Stamp, IssuedAt: now, ExpiresAt: now.Add(d.tokenTTL)})
 			w.Header().Set("Cache-Control", "no-store")
 			w.Header().Set("Pragma", "no-cache")
-			writeJSON(w, http.StatusOK, tokenResponse{signToken(key, tokenClaims{u.Email, u.Name, t, t.Add(ttl)}), "bearer"})
+			writeJSON(w, http.StatusOK, tokenResponse{AccessToken: token, TokenType: "bearer"})
 		}
 	})
 }
@@ -108,7 +106,7 @@ func readLoginForm(w http.ResponseWriter, r *http.Request) (loginForm, error) {
 	case "application/x-www-form-urlencoded":
 		var body []byte
 		body, err = io.ReadAll(r.Body)
-		form = parseQuery(string(body))
+		form, _ = url.ParseQuery(string(body)) // a malformed pair counts as absent, as in a query
 	case "multipart/form-data":
 		form, err = readMultipart(r)
 	default:
@@ -118,8 +116,14 @@ func readLoginForm(w http.ResponseWriter, r *http.Request) (loginForm, error) {
 	if err != nil {
 		return loginForm{}, err
 	}
-	// Only the body counts, never the query string.
-	last := func(name string) string { v, _ := lastValue(form, name); return v }
+	// Only the body counts, never the query string; the last of a
+	// repeated field counts, as in a query.
+	last := func(name string) string {
+		if v := form[name]; len(v) > 0 {
+			return v[len(v)-1]
+		}
+		return ""
+	}
 	return loginForm{Username: last("username"), Password: last("password"), GrantType: last("grant_type")}, nil
 }
 
@@ -173,7 +177,7 @@ func authenticate(ctx context.Context, s *store, bc *bcryptLimiter, email, passw
 	u, err := s.userByEmail(ctx, email)
 	var hash []byte
 	switch {
-	case errors.Is(err, errNotFound), errors.Is(err, errNotText):
+	case errors.Is(err, errNotFound):
 	case err != nil:
 		return user{}, err
 	default:
@@ -231,74 +235,42 @@ func (b *bcryptLimiter) compare(ctx context.Context, hash []byte, password strin
 
 // requireUser lets a request through only with a valid bearer token
 // (RFC 6750 §2.1: from the Authorization header, never the query string)
-// whose subject is still a user, issued after their password last changed:
-// deleting a user or changing the password revokes their tokens.
-func requireUser(log *slog.Logger, s *store, keys tokenKeys, now func() time.Time, h http.Handler) http.Handler {
+// whose subject is still a user with the token's security stamp: deleting
+// a user or setting their password revokes their tokens.
+func requireUser(d deps, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// Split at the first space, as the original does: "Bearer  t" is
 		// a token that starts with a space, and fails.
 		scheme, token, _ := strings.Cut(r.Header.Get("Authorization"), " ")
 		if !strings.EqualFold(scheme, "Bearer") {
-			noToken(w, r)
+			noBearerToken(w, r)
 			return
 		}
-		claims, err := verifyToken(token, keys, now())
+		claims, err := verifyToken(token, d.keys, d.now())
 		if errors.Is(err, errTokenExpired) {
-			tokenExpired(w, r)
+			expiredToken(w, r)
 			return
 		}
 		if err != nil {
-			invalidCredentials(w, r)
+			badToken(w, r)
 			return
 		}
 		// One budget for all of the request's queries, this lookup and the
 		// handler's own, so that it is answered within queryTimeout.
 		ctx, cancel := context.WithTimeout(r.Context(), queryTimeout)
 		defer cancel()
-		u, err := s.userByEmail(ctx, claims.Sub)
-		if errors.Is(err, errNotFound) || errors.Is(err, errNotText) {
-			invalidCredentials(w, r)
-			return
-		}
+		a, err := d.store.account(ctx, claims.Sub)
 		if err != nil {
-			serviceUnavailable(w, r, log, err)
+			databaseFailed(w, r, d.log, err)
 			return
 		}
-		if !u.PasswordChangedAt.IsZero() && claims.IssuedAt.Unix() <= u.PasswordChangedAt.Unix() {
-			invalidCredentials(w, r) // issued before the password changed: see issuedAt
+		// A missing stamp is "": a token without one passes only for an
+		// account without one.
+		if !a.exists || subtle.ConstantTimeCompare([]byte(claims.Stamp), []byte(a.stamp)) != 1 {
+			badToken(w, r)
 			return
 		}
-		if info := infoFrom(r.Context()); info != nil {
-			info.user = u.Email
-		}
+		addLogAttrs(r, slog.String("user", claims.Sub))
 		h.ServeHTTP(w, r.WithContext(ctx))
 	})
-}
-
-// issuedAt is the iat of a token for u, whose login started at start.
-// iat has whole seconds, so requireUser refuses tokens of the second in which
-// the password last changed: a login after the change is dated in the next
-// second (token.go allows up to a minute ahead); one that started before it
-// read the older row, and keeps its date.
-func issuedAt(u user, start time.Time) time.Time {
-	if next := time.Unix(u.PasswordChangedAt.Unix()+1, 0); !u.PasswordChangedAt.IsZero() && next.After(start) {
-		return next
-	}
-	return start
-}
-
-// shareCores returns how many bcrypt comparisons may run at once: half the
-// cores, at least one, so that logins never take every core. Unless the
-// operator set GOMAXPROCS, it also gives the runtime one more P per slot: a
-// comparison holds its P for the quarter second it computes, and the cheap
-// requests would otherwise be left fewer Ps than cores (docs/performance.md).
-func shareCores(getenv func(string) string) (bcryptSlots int) {
-	if getenv("GOMAXPROCS") != "" {
-		return max(1, runtime.GOMAXPROCS(0)/2)
-	}
-	runtime.SetDefaultGOMAXPROCS()
-	cores := runtime.GOMAXPROCS(0)
-	bcryptSlots = max(1, cores/2)
-	runtime.GOMAXPROCS(cores + bcryptSlots)
-	return bcryptSlots
 }

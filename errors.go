@@ -14,12 +14,10 @@ import (
 // The whole error vocabulary of the API, in FastAPI's shape: {"detail": ...},
 // a string for HTTP errors and a list for validation errors.
 
-// errorResponse writes {"detail": detail} with status, and puts the detail
-// on the request's log line; no detail holds a secret.
+// errorResponse writes {"detail": detail} with status, and adds the detail
+// to the request's log line; no detail holds a secret.
 func errorResponse(w http.ResponseWriter, r *http.Request, status int, detail any) {
-	if info := infoFrom(r.Context()); info != nil {
-		info.detail = detail
-	}
+	addLogAttrs(r, slog.Any("detail", detail))
 	writeJSON(w, status, struct {
 		Detail any `json:"detail"`
 	}{detail})
@@ -41,23 +39,25 @@ func methodNotAllowed(w http.ResponseWriter, r *http.Request, allow []string) {
 // The 401s carry RFC 6750's challenge: a bare "Bearer" when no
 // credentials came, error="invalid_token" when bad ones did (§3.1).
 
-func noToken(w http.ResponseWriter, r *http.Request) {
+// noBearerToken answers a request without an Authorization: Bearer header.
+func noBearerToken(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("WWW-Authenticate", "Bearer")
 	errorResponse(w, r, http.StatusUnauthorized, "Invalid token")
 }
 
-func invalidCredentials(w http.ResponseWriter, r *http.Request) {
+// badToken answers a token that is malformed, forged or revoked.
+func badToken(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
 	errorResponse(w, r, http.StatusUnauthorized, "Invalid credentials")
 }
 
-func tokenExpired(w http.ResponseWriter, r *http.Request) {
+func expiredToken(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
 	errorResponse(w, r, http.StatusUnauthorized, "Token expired")
 }
 
-// badCredentials is the one answer for an unknown email and a wrong password.
-func badCredentials(w http.ResponseWriter, r *http.Request) {
+// badLogin is the one answer for an unknown email and a wrong password.
+func badLogin(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("WWW-Authenticate", "Bearer")
 	errorResponse(w, r, http.StatusUnauthorized, "Incorrect username or password")
 }
@@ -85,18 +85,27 @@ func unreadableBody(w http.ResponseWriter, r *http.Request, err error) {
 	errorResponse(w, r, http.StatusBadRequest, "There was an error parsing the body")
 }
 
-// serviceUnavailable answers 503 when the database fails. The cause goes to
-// the log, never to the client; a client that left is only a warning.
-func serviceUnavailable(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
-	if errors.Is(err, context.Canceled) && errors.Is(r.Context().Err(), context.Canceled) {
-		log.LogAttrs(r.Context(), slog.LevelWarn, "query canceled: client went away", slog.String("error", err.Error()))
-	} else {
-		log.LogAttrs(r.Context(), slog.LevelError, "database unavailable", slog.String("error", err.Error()))
+// databaseFailed answers a query that failed: 503 when the database is
+// unavailable (store.go's unavailable), else 500, since a query that does
+// not fit the schema is a bug, not an outage. The cause goes to the log,
+// never to the client; a client that left is only a warning.
+func databaseFailed(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
+	cause := slog.String("error", err.Error())
+	switch {
+	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
+		log.LogAttrs(r.Context(), slog.LevelWarn, "query canceled: client went away", cause)
+	case unavailable(err):
+		log.LogAttrs(r.Context(), slog.LevelError, "database unavailable", cause)
+	default:
+		log.LogAttrs(r.Context(), slog.LevelError, "query failed", cause)
+		internalError(w, r)
+		return
 	}
 	errorResponse(w, r, http.StatusServiceUnavailable, "Service unavailable")
 }
 
-// internalError answers a panic; recoverPanics logs the stack.
+// internalError answers a bug: a panic (recoverPanics logs the stack) or a
+// query that failed for no fault of the database.
 func internalError(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Connection", "close")
 	errorResponse(w, r, http.StatusInternalServerError, "Internal Server Error")

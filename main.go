@@ -23,11 +23,21 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 	"time"
 )
 
 func main() {
+	// A bcrypt comparison holds its P for the quarter second it computes.
+	// serve allows one at a time per two cores (auth.go's bcryptLimiter), so
+	// the runtime gets half as many Ps again as cores: the cheap requests
+	// keep one per core while logins run (docs/performance.md). Unless the
+	// operator chose GOMAXPROCS.
+	if os.Getenv("GOMAXPROCS") == "" {
+		cores := runtime.GOMAXPROCS(0)
+		runtime.GOMAXPROCS(cores + max(1, cores/2))
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Getenv, os.Stdin, os.Stdout, os.Stderr)
 	stop()
@@ -121,11 +131,18 @@ func runMigrate(ctx context.Context, args []string, getenv func(string) string, 
 	if err := parseFlags(flag.NewFlagSet("migrate", flag.ContinueOnError), args, stderr); err != nil {
 		return err
 	}
-	_, _, closeDB, err := openStore(ctx, "migrate", getenv, stderr)
+	cfg, err := loadConfig(getenv)
 	if err != nil {
 		return err
 	}
-	closeDB()
+	s, closeDB, err := openStore(ctx, "migrate", cfg, newLogger(stderr, cfg.LogFormat))
+	if err != nil {
+		return err
+	}
+	defer closeDB()
+	if err := migrate(ctx, s.db, cfg.Env == "dev"); err != nil {
+		return err
+	}
 	fmt.Fprintln(stdout, "migrate: schema is up to date")
 	return nil
 }
@@ -134,23 +151,29 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	if err := parseFlags(flag.NewFlagSet("serve", flag.ContinueOnError), args, stderr); err != nil {
 		return err
 	}
-	s, cfg, closeDB, err := openStore(ctx, "serve", getenv, stderr)
+	cfg, err := loadConfig(getenv)
+	if err != nil {
+		return err
+	}
+	log := newLogger(stderr, cfg.LogFormat)
+	s, closeDB, err := openStore(ctx, "serve", cfg, log)
 	if err != nil {
 		return err
 	}
 	defer closeDB()
+	if err := migrate(ctx, s.db, cfg.Env == "dev"); err != nil {
+		return err
+	}
 	key := cfg.TokenKey // nil in dev with none configured: cfg.Dir keeps one
 	if key == nil {
 		if key, err = devTokenKey(cfg.Dir); err != nil {
 			return fmt.Errorf("serve: %w", err)
 		}
 	}
-	keys := append([][]byte{key}, cfg.PreviousKeys...) // current first
-
-	log := newLogger(stderr, cfg.LogFormat)
 	handler := newHandler(deps{
-		log: log, store: s, keys: keys, tokenTTL: cfg.TokenTTL, now: time.Now,
-		bcrypt: newBcryptLimiter(cfg.BcryptCost, shareCores(getenv)), trusted: cfg.TrustedProxies,
+		log: log, store: s, keys: append([][]byte{key}, cfg.PreviousKeys...), tokenTTL: cfg.TokenTTL, now: time.Now,
+		// A third of the Ps: the half of the cores that main added (see main).
+		bcrypt: newBcryptLimiter(cfg.BcryptCost, runtime.GOMAXPROCS(0)/3), trusted: cfg.TrustedProxies,
 	})
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
@@ -185,21 +208,16 @@ func serveUntilDone(ctx context.Context, srv *http.Server, ln net.Listener, time
 	return nil
 }
 
-// openStore loads the configuration and opens and migrates its database for
-// the command cmd: the configured one, or in dev with none configured the
-// local cluster, started if need be. closeDB closes the pool, and stops the
-// cluster if this call started it.
-func openStore(ctx context.Context, cmd string, getenv func(string) string, stderr io.Writer) (*store, config, func(), error) {
-	cfg, err := loadConfig(getenv)
-	if err != nil {
-		return nil, cfg, nil, err
-	}
-	log := newLogger(stderr, cfg.LogFormat)
+// openStore opens cfg's database for the command cmd: the configured
+// one, or in dev with none configured the local cluster, started if need
+// be. closeDB closes the pool, and stops the cluster if this call started it.
+// It does not migrate: serve and migrate do.
+func openStore(ctx context.Context, cmd string, cfg config, log *slog.Logger) (s *store, closeDB func(), err error) {
 	dsn, stopLocal := cfg.DatabaseURL, func() {}
 	if dsn == "" {
 		local, err := startLocalDB(ctx, cfg.Dir, localDBOptions{})
 		if err != nil {
-			return nil, cfg, nil, fmt.Errorf("%s: %w", cmd, err)
+			return nil, nil, fmt.Errorf("%s: %w", cmd, err)
 		}
 		dsn = local.DSN(localDBName)
 		log.Info("using the local dev database", "dir", cfg.Dir, "started", local.started)
@@ -212,14 +230,9 @@ func openStore(ctx context.Context, cmd string, getenv func(string) string, stde
 	db, err := openDB(ctx, dsn, cfg.DBMaxConns)
 	if err != nil {
 		stopLocal()
-		return nil, cfg, nil, fmt.Errorf("%s: %w", cmd, err)
+		return nil, nil, fmt.Errorf("%s: %w", cmd, err)
 	}
-	closeDB := func() { db.Close(); stopLocal() }
-	if err := migrate(ctx, db, cfg.Env == "dev"); err != nil {
-		closeDB()
-		return nil, cfg, nil, err
-	}
-	return &store{db: db}, cfg, closeDB, nil
+	return newStore(db, time.Now), func() { db.Close(); stopLocal() }, nil
 }
 
 // newLogger logs to w as text or JSON lines, adding each request's id.

@@ -325,6 +325,9 @@ func TestReadyzFollowsTheDatabase(t *testing.T) {
 	}
 	t.Cleanup(func() { killCluster(cluster) })
 	env := testEnv(t, cluster.DSN(localDBName))
+	if _, _, err := runCmd(t, env, "", "migrate"); err != nil {
+		t.Fatal(err)
+	}
 	createUser(t, env, "Ada", "ada@example.com", "correct horse")
 	app := startApp(t, env)
 	app.do(t, "GET", "/readyz", nil, nil).expect(t, 200, `{"status":"ok"}`)
@@ -638,12 +641,16 @@ func (a *testApp) token(t testing.TB, email, password string) string {
 
 func bearer(token string) http.Header { return http.Header{"Authorization": {"Bearer " + token}} }
 
-// newClaims are claims for a token signed by hand for a user created a
-// moment ago: iat is a second ahead, since a token issued in the second the
-// password was set is refused.
-func newClaims(sub string) tokenClaims {
+// accountClaims are claims for a token signed by hand for the user with
+// email in db, carrying their security stamp.
+func accountClaims(t testing.TB, db *sql.DB, email string) tokenClaims {
+	t.Helper()
+	var stamp sql.NullString
+	if err := db.QueryRow("SELECT security_stamp FROM myapi.users WHERE email = $1", email).Scan(&stamp); err != nil {
+		t.Fatalf("stamp of %s: %v", email, err)
+	}
 	now := time.Now()
-	return tokenClaims{Sub: sub, IssuedAt: now.Add(time.Second), ExpiresAt: now.Add(time.Hour)}
+	return tokenClaims{Sub: email, Stamp: stamp.String, IssuedAt: now, ExpiresAt: now.Add(time.Hour)}
 }
 
 // newTestHandler is the real handler stack on a test database with a
@@ -652,6 +659,7 @@ func newTestHandler(t testing.TB, dsn string, now func() time.Time) *httptest.Se
 	t.Helper()
 	d := testDeps(newLogger(io.Discard, "text"), openTestDB(t, dsn))
 	d.now = now
+	d.store = newStore(d.store.db, now)
 	srv := httptest.NewServer(newHandler(d))
 	t.Cleanup(srv.Close)
 	return srv
@@ -660,6 +668,6 @@ func newTestHandler(t testing.TB, dsn string, now func() time.Time) *httptest.Se
 // testDeps are the handler's dependencies on db, as serve makes them, with
 // the test key and the cheapest bcrypt cost.
 func testDeps(log *slog.Logger, db *sql.DB) deps {
-	return deps{log: log, store: &store{db: db}, keys: [][]byte{[]byte(testTokenKey)},
+	return deps{log: log, store: newStore(db, time.Now), keys: [][]byte{[]byte(testTokenKey)},
 		tokenTTL: time.Hour, now: time.Now, bcrypt: newBcryptLimiter(4, 1)}
 }

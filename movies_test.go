@@ -53,23 +53,23 @@ func TestGetMovie(t *testing.T) {
 		{"/movies?movie_id=1", 200, shawshank}, // no redirect, unlike the original
 		{"/movies/?movie_id=3", 200, darkKnight},
 		{"/movies/?movie_id=9", 200, amelie},
-		{"/movies/?movie_id=%201%20", 200, shawshank},
-		{"/movies/?movie_id=+1", 200, shawshank},
+		{"/movies/?movie_id=%2B1", 200, shawshank},
 		{"/movies/?movie_id=5&movie_id=1", 200, shawshank}, // the last value counts
 		{"/movies/?movie_id=1&other=x", 200, shawshank},
-		{"/movies/?movie_id=1&other=50%", 200, shawshank},  // a bad escape elsewhere is no matter
-		{"/movies/?movie_id=%EF%BC%91", 200, shawshank},    // fullwidth 1: Python's int() reads it
-		{"/movies/?movie_id=%D9%A1", 200, shawshank},       // Arabic-Indic 1
-		{"/movies/?movie_id=%F0%9D%9F%8F", 200, shawshank}, // mathematical bold 1
+		{"/movies/?movie_id=1&other=50%", 200, shawshank},    // a malformed pair counts as absent
+		{"/movies/?movie_id=1&movie_id=50%", 200, shawshank}, // even when it repeats the name
 		{"/movies/?movie_id=404", 404, `{"detail":"Movie not found"}`},
 		{"/movies/?movie_id=-1", 404, `{"detail":"Movie not found"}`},
 		{"/movies/?movie_id=2147483647", 404, `{"detail":"Movie not found"}`},
 		{"/movies/?movie_id=" + strings.Repeat("0", 4299) + "1", 200, shawshank},
 		{"/movies/", 422, `{"detail":[{"loc":["query","movie_id"],"msg":"field required","type":"value_error.missing"}]}`},
+		{"/movies/?movie_id=%zz", 422, `{"detail":[{"loc":["query","movie_id"],"msg":"field required","type":"value_error.missing"}]}`},
 		{"/movies/?movie_id", 422, `{"detail":[{"loc":["query","movie_id"],"msg":"value is not a valid integer","type":"type_error.integer"}]}`},
 	}
 	notInt := `{"detail":[{"loc":["query","movie_id"],"msg":"value is not a valid integer","type":"type_error.integer"}]}`
-	for _, bad := range []string{"abc", "1.5", "", "2147483648", "-2147483649", "99999999999999999999", "0x10", "1e3", "%00", "_1", "1__0", "%zz", "1%", "1;x", "5&movie_id=%zz", strings.Repeat("0", 4300) + "1"} {
+	// Plain decimal text only: no spaces, "_", hex, or digits of other scripts.
+	for _, bad := range []string{"abc", "1.5", "", "2147483648", "-2147483649", "99999999999999999999", "0x10", "1e3", "%00",
+		"_1", "1_0", "%201%20", "+1", "%EF%BC%91", "%D9%A1", strings.Repeat("0", 4300) + "1"} {
 		cases = append(cases, struct {
 			path   string
 			status int
@@ -113,9 +113,8 @@ func TestNewMovies(t *testing.T) {
 		{"year=1900&rating=9.5", 200, `[]`},
 		{"year=1994&rating=8.9", 200, `[` + shawshank + `,{"movie_id":3,"title":"The Dark Knight","released":2008,"rating":9.0},{"movie_id":7,"title":"Pulp Fiction","released":1994,"rating":8.9}]`},
 		{"year=2010&rating=-1e300", 200, "[" + inception + "]"},
-		{"year=2010&rating=1_0", 200, `[]`},
-		{"year=%202010%20&rating=%208.8", 200, "[" + inception + "]"},
-		{"year=%EF%BC%92%EF%BC%90%EF%BC%91%EF%BC%90&rating=%D9%A8.%D9%A8", 200, "[" + inception + "]"},
+		{"year=2010&rating=.5e1", 200, "[" + inception + "]"},
+		{"year=%2B2010&rating=%2B8.", 200, "[" + inception + "]"},
 		{"", 422, `{"detail":[` + missing("year") + `,` + missing("rating") + `]}`},
 		{"rating=1", 422, `{"detail":[` + missing("year") + `]}`},
 		{"year=1", 422, `{"detail":[` + missing("rating") + `]}`},
@@ -123,7 +122,7 @@ func TestNewMovies(t *testing.T) {
 		{"year=2000.5&rating=", 422, `{"detail":[` + notInt + `,` + notFloat + `]}`},
 		{"year=99999999999&rating=1", 422, `{"detail":[` + notInt + `]}`},
 	}
-	for _, bad := range []string{"nan", "NaN", "inf", "-inf", "Infinity", "1e400", "0x1p3", "1,5", "abc"} {
+	for _, bad := range []string{"nan", "NaN", "inf", "-inf", "Infinity", "1e400", "0x1p3", "1,5", "abc", "1_0", "%208.8", "%D9%A8", "e5"} {
 		cases = append(cases, struct {
 			query  string
 			status int
@@ -138,32 +137,42 @@ func TestNewMovies(t *testing.T) {
 	}
 }
 
-// TestMovieQueriesAnswer503 lets the user lookup succeed and the movie
-// queries fail: both routes must answer 503 with the cause in the log and
-// not in the body.
-func TestMovieQueriesAnswer503(t *testing.T) {
+// TestQueryThatDoesNotFitIs500 adds a column to myapi.movies, which the
+// queries must not mind, then renames one they read: that is a bug, not an
+// outage, so both routes answer 500, with the cause in the log at ERROR
+// and not in the body.
+func TestQueryThatDoesNotFitIs500(t *testing.T) {
 	t.Parallel()
 	dsn := newTestDatabase(t)
 	db := openTestDB(t, dsn)
 	seedMovies(t, db)
 	createUser(t, testEnv(t, dsn), "Ada", "ada@example.com", "correct horse")
-	if _, err := db.Exec("ALTER TABLE myapi.movies RENAME TO movies_gone"); err != nil {
-		t.Fatal(err)
-	}
 	logs := &syncBuffer{}
-	key := []byte(testTokenKey)
 	h := newHandler(testDeps(newLogger(logs, "text"), db))
-	auth := "Bearer " + signToken(key, newClaims("ada@example.com"))
-	for _, target := range []string{"/movies/?movie_id=1", "/movies/new?year=1990&rating=9"} {
+	get := func(target string) *httptest.ResponseRecorder {
 		r := httptest.NewRequest("GET", target, nil)
-		r.Header.Set("Authorization", auth)
+		r.Header.Set("Authorization", "Bearer "+signToken([]byte(testTokenKey), accountClaims(t, db, "ada@example.com")))
 		w := httptest.NewRecorder()
 		h.ServeHTTP(w, r)
-		if w.Code != 503 || w.Body.String() != `{"detail":"Service unavailable"}` {
-			t.Errorf("GET %s = %d %s, want 503", target, w.Code, w.Body)
+		return w
+	}
+	if _, err := db.Exec("ALTER TABLE myapi.movies ADD COLUMN director TEXT"); err != nil {
+		t.Fatal(err)
+	}
+	if w := get("/movies/new?year=2010&rating=8"); w.Code != 200 || w.Body.String() != "["+inception+"]" {
+		t.Errorf("after a column was added: %d %s", w.Code, w.Body)
+	}
+	if _, err := db.Exec("ALTER TABLE myapi.movies RENAME COLUMN title TO name"); err != nil {
+		t.Fatal(err)
+	}
+	// New connections: those open may have the old query planned.
+	h = newHandler(testDeps(newLogger(logs, "text"), openTestDB(t, dsn)))
+	for _, target := range []string{"/movies/?movie_id=1", "/movies/new?year=1990&rating=9"} {
+		if w := get(target); w.Code != 500 || w.Body.String() != `{"detail":"Internal Server Error"}` {
+			t.Errorf("GET %s = %d %s, want 500", target, w.Code, w.Body)
 		}
 	}
-	if n := strings.Count(logs.String(), `does not exist`); n != 2 {
+	if n := strings.Count(logs.String(), `level=ERROR msg="query failed" error="ERROR: column`); n != 2 {
 		t.Errorf("the log shows the cause %d times, want 2:\n%s", n, logs)
 	}
 }
@@ -190,7 +199,7 @@ func benchmarkMovies(b *testing.B, target, want string) {
 	createUser(b, testEnv(b, dsn), "Ada", "ada@example.com", "correct horse")
 	key := []byte(testTokenKey)
 	h := newHandler(testDeps(newLogger(io.Discard, "text"), db))
-	auth := "Bearer " + signToken(key, newClaims("ada@example.com"))
+	auth := "Bearer " + signToken(key, accountClaims(b, db, "ada@example.com"))
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {

@@ -24,12 +24,21 @@ CREATE TABLE IF NOT EXISTS myapi.users (
     hashed_password TEXT NOT NULL
 );
 
--- When the password last changed: tokens issued before it are refused
--- (auth.go). NULL for rows the original service made, never changed.
+-- The security stamp (auth.go): a random value per account, new at every
+-- create-user and set-password, that a token must carry to be accepted.
+-- NULL for accounts the original service made, whose tokens carry none.
+-- Accounts that an earlier myapi made or changed (they have a
+-- password_changed_at) get one when the column is added, which revokes
+-- the tokens it issued them before.
 DO $$ BEGIN
     IF NOT EXISTS (SELECT FROM information_schema.columns WHERE table_schema = 'myapi'
+                   AND table_name = 'users' AND column_name = 'security_stamp') THEN
+        ALTER TABLE myapi.users ADD COLUMN security_stamp TEXT;
+        IF EXISTS (SELECT FROM information_schema.columns WHERE table_schema = 'myapi'
                    AND table_name = 'users' AND column_name = 'password_changed_at') THEN
-        ALTER TABLE myapi.users ADD COLUMN password_changed_at TIMESTAMPTZ;
+            EXECUTE 'UPDATE myapi.users SET security_stamp = gen_random_uuid()::text
+                     WHERE password_changed_at IS NOT NULL';
+        END IF;
     END IF;
 END $$;
 

@@ -8,19 +8,18 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
-	"net/url"
 	"path"
 	"runtime/debug"
-	"strconv"
 	"strings"
 	"time"
 )
 
-// deps are what the handlers need; each gets only the parts it uses.
+// deps are what the handlers need, built once by serve; every handler
+// maker takes them, and one-time setup sits in its closure.
 type deps struct {
 	log      *slog.Logger
 	store    *store
-	keys     [][]byte // keys[0] signs; all verify
+	keys     [][]byte // token keys: keys[0] signs, all verify
 	tokenTTL time.Duration
 	now      func() time.Time
 	bcrypt   *bcryptLimiter // per process: it guards this process's CPU
@@ -31,15 +30,14 @@ type deps struct {
 // routes need a user (authed). newHandler hands each to the mux; the
 // OpenAPI drift test reads the same list.
 func routes(d deps, handle func(pattern string, h http.Handler)) {
-	keys := newTokenKeys(d.keys...)
-	authed := func(h http.Handler) http.Handler { return requireUser(d.log, d.store, keys, d.now, h) }
+	authed := func(h http.Handler) http.Handler { return requireUser(d, h) }
 
 	handle("GET /healthz", handleHealthz())
-	handle("GET /readyz", handleReadyz(d.log, d.store))
-	handle("POST /token", handleToken(d.log, d.store, d.bcrypt, d.trusted, d.keys[0], d.tokenTTL, d.now))
-	handle("GET /movies", authed(handleGetMovie(d.log, d.store)))
-	handle("GET /movies/{$}", authed(handleGetMovie(d.log, d.store)))
-	handle("GET /movies/new", authed(handleNewMovies(d.log, d.store)))
+	handle("GET /readyz", handleReadyz(d))
+	handle("POST /token", handleToken(d))
+	handle("GET /movies", authed(handleGetMovie(d)))
+	handle("GET /movies/{$}", authed(handleGetMovie(d)))
+	handle("GET /movies/new", authed(handleNewMovies(d)))
 	handle("GET /openapi.json", handleOpenAPI())
 	handle("GET /docs", handleDocs())
 }
@@ -84,10 +82,10 @@ func handleHealthz() http.Handler {
 	})
 }
 
-func handleReadyz(log *slog.Logger, s *store) http.Handler {
+func handleReadyz(d deps) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if err := s.ping(r.Context()); err != nil {
-			serviceUnavailable(w, r, log, err)
+		if err := d.store.ping(r.Context()); err != nil {
+			databaseFailed(w, r, d.log, err)
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
@@ -159,57 +157,6 @@ func decodedPaths(h http.Handler) http.Handler {
 	})
 }
 
-// parseQuery reads a query string or a urlencoded form as the original's
-// parse_qsl does, where url.ParseQuery would drop a pair or the whole form:
-// pairs split on "&" only, a pair without "=" is a name with an empty value,
-// and a "%" without two hex digits stays as written ("50%" is 50%).
-func parseQuery(raw string) url.Values {
-	v := url.Values{}
-	for raw != "" {
-		var pair string
-		pair, raw, _ = strings.Cut(raw, "&")
-		if pair == "" {
-			continue
-		}
-		name, value, _ := strings.Cut(pair, "=")
-		name = unescape(name)
-		v[name] = append(v[name], unescape(value))
-	}
-	return v
-}
-
-// lastValue returns a parameter's last value, the one the original reads.
-func lastValue(v url.Values, name string) (string, bool) {
-	if len(v[name]) == 0 {
-		return "", false
-	}
-	return v[name][len(v[name])-1], true
-}
-
-// unescape decodes "+" to a space and each "%" with two hex digits to its
-// byte, leaving any other "%" as it is.
-func unescape(s string) string {
-	if !strings.ContainsAny(s, "+%") {
-		return s
-	}
-	b := make([]byte, 0, len(s))
-	for i := 0; i < len(s); i++ {
-		if s[i] == '%' && i+2 < len(s) {
-			if c, err := strconv.ParseUint(s[i+1:i+3], 16, 8); err == nil {
-				b = append(b, byte(c))
-				i += 2
-				continue
-			}
-		}
-		if s[i] == '+' {
-			b = append(b, ' ')
-		} else {
-			b = append(b, s[i])
-		}
-	}
-	return string(b)
-}
-
 // secureHeaders sets the headers every response carries.
 func secureHeaders(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -235,26 +182,35 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Write(bytes.TrimSuffix(buf.Bytes(), []byte("\n")))
 }
 
-// requestInfo travels in a request's context, for its log lines.
-type requestInfo struct {
-	id     string
-	user   string // set by requireUser
-	detail any    // set by errorResponse
+// requestLog is what a request's log line holds beyond what logRequests
+// sees itself; it travels in the request's context.
+type requestLog struct {
+	id    string
+	attrs []slog.Attr
 }
 
-type requestInfoKey struct{}
+type requestLogKey struct{}
 
-func infoFrom(ctx context.Context) *requestInfo {
-	info, _ := ctx.Value(requestInfoKey{}).(*requestInfo)
-	return info
+func requestLogOf(ctx context.Context) *requestLog {
+	l, _ := ctx.Value(requestLogKey{}).(*requestLog)
+	return l
+}
+
+// addLogAttrs adds attrs to r's line in the request log, which
+// logRequests writes once the handler returns: requireUser adds the user,
+// errorResponse the error's detail.
+func addLogAttrs(r *http.Request, attrs ...slog.Attr) {
+	if l := requestLogOf(r.Context()); l != nil {
+		l.attrs = append(l.attrs, attrs...)
+	}
 }
 
 // requestIDHandler adds the request id to records logged with its context.
 type requestIDHandler struct{ slog.Handler }
 
 func (h requestIDHandler) Handle(ctx context.Context, rec slog.Record) error {
-	if info := infoFrom(ctx); info != nil {
-		rec.AddAttrs(slog.String("request_id", info.id))
+	if l := requestLogOf(ctx); l != nil {
+		rec.AddAttrs(slog.String("request_id", l.id))
 	}
 	return h.Handler.Handle(ctx, rec)
 }
@@ -285,24 +241,18 @@ func requestID(r *http.Request) string {
 func logRequests(log *slog.Logger, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		info := &requestInfo{id: requestID(r)}
-		w.Header().Set("X-Request-ID", info.id)
-		ctx := context.WithValue(r.Context(), requestInfoKey{}, info)
+		l := &requestLog{id: requestID(r)}
+		w.Header().Set("X-Request-ID", l.id)
+		ctx := context.WithValue(r.Context(), requestLogKey{}, l)
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 		h.ServeHTTP(rec, r.WithContext(ctx))
-		attrs := []slog.Attr{
+		attrs := append([]slog.Attr{
 			slog.String("method", r.Method),
 			slog.String("path", r.URL.Path),
 			slog.Int("status", rec.status),
 			slog.Int("bytes", rec.bytes),
 			slog.Duration("duration", time.Since(start)),
-		}
-		if info.user != "" {
-			attrs = append(attrs, slog.String("user", info.user))
-		}
-		if info.detail != nil {
-			attrs = append(attrs, slog.Any("detail", info.detail))
-		}
+		}, l.attrs...)
 		log.LogAttrs(ctx, slog.LevelInfo, "request", attrs...)
 	})
 }

@@ -2,12 +2,16 @@ package main
 
 import (
 	"context"
+	crand "crypto/rand"
 	"database/sql"
 	"database/sql/driver"
 	_ "embed"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -41,15 +45,21 @@ const (
 var (
 	errNotFound  = errors.New("not found")
 	errDuplicate = errors.New("duplicate") // a unique constraint refused the row
-	// errNotText is a string PostgreSQL cannot store as text: invalid UTF-8,
-	// or a NUL byte. It is the client's mistake, not an outage.
-	errNotText = errors.New("not UTF-8 text")
 )
 
 // store is myapi's access to PostgreSQL. Every method bounds its query
 // with queryTimeout.
 type store struct {
 	db *sql.DB
+	// What requests read most is remembered for a second (memory.go):
+	// accounts by email, and the deadlines of blocked login keys.
+	accounts *memory[string, accountState]
+	blocked  *memory[string, time.Time]
+}
+
+// newStore returns the store of db; now is the memory's clock.
+func newStore(db *sql.DB, now func() time.Time) *store {
+	return &store{db: db, accounts: newMemory[string, accountState](now), blocked: newMemory[string, time.Time](now)}
 }
 
 // openDB opens a pool of maxConns connections on dsn, and opens and checks
@@ -116,6 +126,36 @@ func hideConnString(err error) error {
 	return err
 }
 
+// unavailable reports whether err means that the database cannot answer
+// now (503), rather than that the query is wrong (a bug, 500): a failed
+// connect whatever its SQLSTATE, a network error or EOF, a deadline, a
+// broken connection, or a server error of class 08 (connection), 53
+// (insufficient resources) or 57 (operator intervention: a terminated
+// backend, a shutdown).
+func unavailable(err error) bool {
+	var connectErr *pgconn.ConnectError
+	var netErr net.Error
+	var pgErr *pgconn.PgError
+	switch {
+	case errors.As(err, &connectErr), errors.As(err, &netErr), pgconn.Timeout(err),
+		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, context.DeadlineExceeded),
+		errors.Is(err, driver.ErrBadConn), errors.Is(err, sql.ErrConnDone):
+		return true
+	case errors.As(err, &pgErr):
+		c := pgErr.Code
+		return strings.HasPrefix(c, "08") || strings.HasPrefix(c, "53") || strings.HasPrefix(c, "57")
+	}
+	return false
+}
+
+// schemaMissing reports whether err is a query's meeting a database
+// without the table, column, function or schema it names: one that was
+// never migrated, or by an older myapi.
+func schemaMissing(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && slices.Contains([]string{"42P01", "42703", "42883", "3F000"}, pgErr.Code)
+}
+
 // migrate applies schema.sql in one transaction under an advisory lock,
 // so that several processes starting at once all succeed, and loads the
 // sample movies when withSamples is set.
@@ -154,9 +194,20 @@ func (s *store) ping(ctx context.Context) error {
 	return s.db.PingContext(ctx)
 }
 
+// queryRow scans the one row of query into dest, or returns errNotFound.
+func queryRow(ctx context.Context, db *sql.DB, query string, args []any, dest ...any) error {
+	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
+	defer cancel()
+	err := db.QueryRowContext(ctx, query, args...).Scan(dest...)
+	if errors.Is(err, sql.ErrNoRows) {
+		return errNotFound
+	}
+	return err
+}
+
 // queryAll returns every row of query, scanned by scan, never nil: an empty
 // result encodes as [], not null.
-func queryAll[T any](ctx context.Context, db *sql.DB, query string, scan func(*sql.Rows) (T, error), args ...any) ([]T, error) {
+func queryAll[T any](ctx context.Context, db *sql.DB, query string, args []any, scan func(*sql.Rows) (T, error)) ([]T, error) {
 	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
 	defer cancel()
 	rows, err := db.QueryContext(ctx, query, args...)
@@ -175,75 +226,77 @@ func queryAll[T any](ctx context.Context, db *sql.DB, query string, scan func(*s
 	return out, rows.Err()
 }
 
-// queryRow scans the one row of query into dest, or returns errNotFound.
-func queryRow(ctx context.Context, db *sql.DB, query string, args []any, dest ...any) error {
-	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
-	defer cancel()
-	err := db.QueryRowContext(ctx, query, args...).Scan(dest...)
-	if errors.Is(err, sql.ErrNoRows) {
-		return errNotFound
-	}
-	return err
-}
-
 // isText reports whether s can be a PostgreSQL text value.
 func isText(s string) bool { return utf8.ValidString(s) && !strings.ContainsRune(s, 0) }
 
 // userByEmail returns the user with this email, or errNotFound.
 func (s *store) userByEmail(ctx context.Context, email string) (user, error) {
 	if !isText(email) {
-		return user{}, errNotText
+		return user{}, errNotFound
 	}
 	var u user
-	var changed sql.NullTime
-	err := queryRow(ctx, s.db, "SELECT user_id, name, email, hashed_password, password_changed_at FROM myapi.users WHERE email = $1",
-		[]any{email}, &u.ID, &u.Name, &u.Email, &u.HashedPassword, &changed)
-	u.PasswordChangedAt = changed.Time // the zero time when NULL
+	var stamp sql.NullString // NULL: an account the original service made
+	err := queryRow(ctx, s.db, "SELECT user_id, name, email, hashed_password, security_stamp FROM myapi.users WHERE email = $1",
+		[]any{email}, &u.ID, &u.Name, &u.Email, &u.HashedPassword, &stamp)
+	u.Stamp = stamp.String
 	return u, err
 }
 
-// accounts returns every user, by id, without the password hashes.
-func (s *store) accounts(ctx context.Context) ([]account, error) {
-	return queryAll(ctx, s.db, "SELECT user_id, name, email FROM myapi.users ORDER BY user_id",
+// accountState is what a request checks of its token's account.
+type accountState struct {
+	exists bool
+	stamp  string // "" for none
+}
+
+// account returns the state of the account with this email, as read at
+// most a second ago: a hot account costs the database one read a second
+// per server, not one a request.
+func (s *store) account(ctx context.Context, email string) (accountState, error) {
+	if a, ok := s.accounts.get(email); ok {
+		return a, nil
+	}
+	start := s.accounts.now()
+	u, err := s.userByEmail(ctx, email)
+	a := accountState{exists: err == nil, stamp: u.Stamp}
+	if err != nil && !errors.Is(err, errNotFound) {
+		return a, err
+	}
+	s.accounts.put(email, a, start)
+	return a, nil
+}
+
+// listAccounts returns every user, by id, without the password hashes.
+func (s *store) listAccounts(ctx context.Context) ([]account, error) {
+	return queryAll(ctx, s.db, "SELECT user_id, name, email FROM myapi.users ORDER BY user_id", nil,
 		func(rows *sql.Rows) (a account, err error) { return a, rows.Scan(&a.ID, &a.Name, &a.Email) })
 }
 
-// setPassword replaces the user's password hash, or returns errNotFound. The
-// change revokes older tokens; handleToken dates tokens up to the second
-// after the previous change, so this one is recorded at least a second later.
-func (s *store) setPassword(ctx context.Context, email, hashedPassword string) error {
-	return queryRow(ctx, s.db, `UPDATE myapi.users SET hashed_password = $2,
-		password_changed_at = greatest(now(), password_changed_at + interval '1 second')
-		WHERE email = $1 RETURNING user_id`, []any{email, hashedPassword}, new(int))
-}
+// newStamp returns a new security stamp: a random value that revokes every
+// token carrying another one (auth.go).
+func newStamp() string { return crand.Text() }
 
-// deleteUser deletes the user, or returns errNotFound. It returns once the
-// second after their last password change has begun: handleToken may date
-// their tokens in it, which a user created under the email before then
-// would not refuse.
-func (s *store) deleteUser(ctx context.Context, email string) error {
-	var changed sql.NullTime
-	var dbNow time.Time
-	err := queryRow(ctx, s.db, "DELETE FROM myapi.users WHERE email = $1 RETURNING password_changed_at, clock_timestamp()",
-		[]any{email}, &changed, &dbNow)
-	if err == nil && changed.Valid {
-		// A minute at most: tokens dated further ahead are refused anyway.
-		time.Sleep(min(time.Unix(changed.Time.Unix()+1, 0).Sub(dbNow), time.Minute))
-	}
-	return err
-}
-
-// createUser inserts a user and returns its id, or errDuplicate when the
-// email is taken. Its password counts as changed now, so that the tokens of
-// a deleted user of the same email stay revoked (see deleteUser).
+// createUser inserts a user with a new security stamp and returns its id,
+// or errDuplicate when the email is taken.
 func (s *store) createUser(ctx context.Context, name, email, hashedPassword string) (int, error) {
 	var id int
-	err := queryRow(ctx, s.db, `INSERT INTO myapi.users (name, email, hashed_password, password_changed_at)
-		VALUES ($1, $2, $3, now()) RETURNING user_id`, []any{name, email, hashedPassword}, &id)
+	err := queryRow(ctx, s.db, `INSERT INTO myapi.users (name, email, hashed_password, security_stamp)
+		VALUES ($1, $2, $3, $4) RETURNING user_id`, []any{name, email, hashedPassword, newStamp()}, &id)
 	// 23505 is unique_violation; never match the message, which is translated.
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == "23505" {
 		return 0, errDuplicate
 	}
 	return id, err
+}
+
+// setPassword replaces the user's password hash and security stamp, which
+// revokes their tokens, or returns errNotFound.
+func (s *store) setPassword(ctx context.Context, email, hashedPassword string) error {
+	return queryRow(ctx, s.db, `UPDATE myapi.users SET hashed_password = $2, security_stamp = $3
+		WHERE email = $1 RETURNING user_id`, []any{email, hashedPassword, newStamp()}, new(int))
+}
+
+// deleteUser deletes the user, or returns errNotFound.
+func (s *store) deleteUser(ctx context.Context, email string) error {
+	return queryRow(ctx, s.db, "DELETE FROM myapi.users WHERE email = $1 RETURNING user_id", []any{email}, new(int))
 }

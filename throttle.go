@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/sha256"
+	"database/sql"
 	"log/slog"
 	"net"
 	"net/http"
@@ -21,8 +22,8 @@ const (
 	maxClientFailures  = 20 // several people behind one NAT do not either
 )
 
-// loginKeys are the two throttle keys of a login attempt.
-type loginKeys struct{ client, account []byte }
+// throttleKeys are the two keys a login attempt counts under.
+type throttleKeys struct{ client, account []byte }
 
 // accountKey is the throttle key of an account: case variants of an email
 // count together. Keys are hashed, so any bytes a client sends as a username
@@ -45,11 +46,11 @@ func clientKey(a netip.Addr) []byte {
 	return sum[:]
 }
 
-// blockedSQL returns how many seconds the client ($1) or the account ($2)
-// must wait, or 0. It is a plain read, so that a flood of refused attempts
-// takes no row lock and no write.
+// blockedSQL returns the client's ($1) and the account's ($2) key when it
+// is past its limit, with the seconds it must wait. It is a plain read, so
+// that refused attempts take no row lock and make no write.
 const blockedSQL = `
-SELECT coalesce(max(ceil(extract(epoch FROM reset_at - now()))), 0)::int
+SELECT key, extract(epoch FROM reset_at - now())::float8
 FROM myapi.login_failures
 WHERE reset_at > now()
   AND (key = $1 AND failures >= $3 OR key = $2 AND failures >= $4)`
@@ -80,19 +81,18 @@ WHERE key = $1 AND failures > $4 OR key = $2 AND failures > $5`
 // same transaction that checks both limits, so that concurrent guesses
 // never get past them. When either key is at its limit it counts for
 // neither and returns how long to wait.
-func (s *store) startLogin(ctx context.Context, k loginKeys) (wait time.Duration, err error) {
+func (s *store) startLogin(ctx context.Context, k throttleKeys) (wait time.Duration, err error) {
+	if wait, err := s.blockedFor(ctx, k); wait > 0 || err != nil {
+		return wait, err
+	}
 	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
 	defer cancel()
-	var secs int
-	err = s.db.QueryRowContext(ctx, blockedSQL, k.client, k.account, maxClientFailures, maxAccountFailures).Scan(&secs)
-	if err != nil || secs > 0 {
-		return time.Duration(secs) * time.Second, err
-	}
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, err
 	}
 	defer tx.Rollback() // unless committed: an attempt past a limit counts for neither key
+	var secs int
 	err = tx.QueryRowContext(ctx, countSQL, k.client, k.account, int(failureWindow.Seconds()),
 		maxClientFailures, maxAccountFailures).Scan(&secs)
 	if err != nil || secs > 0 {
@@ -101,11 +101,48 @@ func (s *store) startLogin(ctx context.Context, k loginKeys) (wait time.Duration
 	return 0, tx.Commit()
 }
 
+// blockedFor returns how long the client or the account must wait, or 0.
+// A key found blocked is remembered (memory.go): a flood of refused
+// attempts costs the database one read a second per key and server.
+func (s *store) blockedFor(ctx context.Context, k throttleKeys) (time.Duration, error) {
+	now := s.blocked.now()
+	if wait := s.rememberedWait(k, now); wait > 0 {
+		return wait, nil
+	}
+	type block struct {
+		key  []byte
+		secs float64
+	}
+	blocks, err := queryAll(ctx, s.db, blockedSQL, []any{k.client, k.account, maxClientFailures, maxAccountFailures},
+		func(rows *sql.Rows) (b block, err error) { return b, rows.Scan(&b.key, &b.secs) })
+	if err != nil {
+		return 0, err
+	}
+	var wait time.Duration
+	for _, b := range blocks {
+		d := time.Duration(b.secs * float64(time.Second))
+		s.blocked.put(string(b.key), now.Add(d), now)
+		wait = max(wait, d)
+	}
+	return wait, nil
+}
+
+// rememberedWait is the longer wait remembered for the two keys at now.
+func (s *store) rememberedWait(k throttleKeys, now time.Time) time.Duration {
+	var wait time.Duration
+	for _, key := range [][]byte{k.client, k.account} {
+		if until, ok := s.blocked.get(string(key)); ok {
+			wait = max(wait, until.Sub(now))
+		}
+	}
+	return wait
+}
+
 // endLogin takes back the failure startLogin counted, for an attempt that
 // succeeded or was never judged. A success also clears the account's
 // failures; the client's stay, or one valid account would let an attacker
 // reset them. It runs even when the client has gone.
-func (s *store) endLogin(ctx context.Context, log *slog.Logger, k loginKeys, succeeded bool) {
+func (s *store) endLogin(ctx context.Context, log *slog.Logger, k throttleKeys, succeeded bool) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), queryTimeout)
 	defer cancel()
 	_, err := s.db.ExecContext(ctx, `

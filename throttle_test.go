@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/http/httptest"
 	"net/netip"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -64,37 +63,6 @@ func TestConcurrentGuessesAreCounted(t *testing.T) {
 	}
 	if counts[401] != maxAccountFailures || counts[429] != burst-maxAccountFailures {
 		t.Errorf("statuses %v, want %d × 401 and the rest 429", counts, maxAccountFailures)
-	}
-}
-
-// TestShareCores checks the Ps shareCores gives the runtime: one per core
-// plus one per bcrypt slot, the same on every call, and an operator's
-// GOMAXPROCS left alone. Tests that start the app call it too, and set the
-// same value.
-func TestShareCores(t *testing.T) {
-	runtime.SetDefaultGOMAXPROCS()
-	cores := runtime.GOMAXPROCS(0)
-	noEnv := func(string) string { return "" }
-	for range 2 {
-		slots := shareCores(noEnv)
-		if want := max(1, cores/2); slots != want {
-			t.Errorf("%d cores: %d bcrypt slots, want %d", cores, slots, want)
-		}
-		if got := runtime.GOMAXPROCS(0); got != cores+slots {
-			t.Errorf("GOMAXPROCS = %d, want %d cores + %d slots", got, cores, slots)
-		}
-	}
-
-	t.Cleanup(func() { shareCores(noEnv) })
-	runtime.GOMAXPROCS(4)
-	set := func(k string) string {
-		if k == "GOMAXPROCS" {
-			return "4"
-		}
-		return ""
-	}
-	if slots := shareCores(set); slots != 2 || runtime.GOMAXPROCS(0) != 4 {
-		t.Errorf("GOMAXPROCS=4: %d slots and GOMAXPROCS %d, want 2 and 4", slots, runtime.GOMAXPROCS(0))
 	}
 }
 
@@ -179,10 +147,10 @@ func TestThrottleIsSharedAndKept(t *testing.T) {
 func TestThrottleCounts(t *testing.T) {
 	t.Parallel()
 	db := openTestDB(t, newTestDatabase(t))
-	s := &store{db: db}
+	s := newStore(db, time.Now)
 	client := clientKey(netip.MustParseAddr("192.0.2.1"))
-	ada := loginKeys{client: client, account: accountKey("ada@example.com")}
-	attempt := func(k loginKeys) time.Duration {
+	ada := throttleKeys{client: client, account: accountKey("ada@example.com")}
+	attempt := func(k throttleKeys) time.Duration {
 		t.Helper()
 		wait, err := s.startLogin(t.Context(), k)
 		if err != nil {
@@ -190,7 +158,7 @@ func TestThrottleCounts(t *testing.T) {
 		}
 		return wait
 	}
-	expect := func(what string, k loginKeys, clientN, accountN int) {
+	expect := func(what string, k throttleKeys, clientN, accountN int) {
 		t.Helper()
 		if c, a := failures(t, db, k.client), failures(t, db, k.account); c != clientN || a != accountN {
 			t.Errorf("%s: client %d, account %d; want %d, %d", what, c, a, clientN, accountN)
@@ -225,15 +193,15 @@ func TestThrottleCounts(t *testing.T) {
 
 	// The client's own limit, reached through other accounts.
 	for i := range maxClientFailures - 3 - maxAccountFailures {
-		if wait := attempt(loginKeys{client, accountKey(fmt.Sprint(i))}); wait != 0 {
+		if wait := attempt(throttleKeys{client, accountKey(fmt.Sprint(i))}); wait != 0 {
 			t.Fatalf("attempt %d refused", i)
 		}
 	}
-	other := loginKeys{client, accountKey("bob@example.com")}
+	other := throttleKeys{client, accountKey("bob@example.com")}
 	if wait := attempt(other); wait == 0 {
 		t.Error("a client at its limit may try another account")
 	}
-	if wait := attempt(loginKeys{clientKey(netip.MustParseAddr("192.0.2.2")), other.account}); wait != 0 {
+	if wait := attempt(throttleKeys{clientKey(netip.MustParseAddr("192.0.2.2")), other.account}); wait != 0 {
 		t.Error("another client is blocked too")
 	}
 
@@ -241,6 +209,7 @@ func TestThrottleCounts(t *testing.T) {
 	if _, err := db.Exec("UPDATE myapi.login_failures SET reset_at = now() - interval '1 second'"); err != nil {
 		t.Fatal(err)
 	}
+	s = newStore(db, time.Now) // one that does not remember the block
 	if wait := attempt(ada); wait != 0 {
 		t.Errorf("after the window: blocked %v", wait)
 	}
@@ -252,8 +221,8 @@ func TestThrottleCounts(t *testing.T) {
 func TestRefusedAttemptsTakeNoLock(t *testing.T) {
 	t.Parallel()
 	db := openTestDB(t, newTestDatabase(t))
-	s := &store{db: db}
-	ada := loginKeys{client: clientKey(netip.MustParseAddr("192.0.2.1")), account: accountKey("ada@example.com")}
+	s := newStore(db, time.Now)
+	ada := throttleKeys{client: clientKey(netip.MustParseAddr("192.0.2.1")), account: accountKey("ada@example.com")}
 	for range maxAccountFailures {
 		if _, err := s.startLogin(t.Context(), ada); err != nil {
 			t.Fatal(err)
@@ -283,9 +252,9 @@ func TestExpiredFailuresAreDeleted(t *testing.T) {
 		SELECT sha256(i::text::bytea), 1, now() - interval '1 minute' FROM generate_series(1, 25) AS i`); err != nil {
 		t.Fatal(err)
 	}
-	s := &store{db: db}
+	s := newStore(db, time.Now)
 	for i := range 3 {
-		if _, err := s.startLogin(t.Context(), loginKeys{clientKey(netip.MustParseAddr("192.0.2.1")), accountKey(fmt.Sprint(i))}); err != nil {
+		if _, err := s.startLogin(t.Context(), throttleKeys{clientKey(netip.MustParseAddr("192.0.2.1")), accountKey(fmt.Sprint(i))}); err != nil {
 			t.Fatal(err)
 		}
 	}

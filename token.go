@@ -27,7 +27,6 @@ const (
 	// expiresAtLayout is the original's expires_at: Python's str(datetime)
 	// in UTC. time.Parse also reads the ".ffffff" Python may add.
 	expiresAtLayout = time.DateTime
-	maxIssuedAhead  = time.Minute // clocks drift a little, no more
 	// Dates must lie in years 1 to 9999, the years expiresAtLayout writes.
 	minNumericDate = -62135596800 // 0001-01-01T00:00:00Z
 	maxNumericDate = 253402300800 // 10000-01-01T00:00:00Z
@@ -44,14 +43,15 @@ var (
 	tokenHeaderSegment = b64.EncodeToString([]byte(tokenHeader))
 )
 
-// invalidToken wraps errTokenInvalid with a fixed reason, never the token's content.
-func invalidToken(reason string) error { return fmt.Errorf("%w: %s", errTokenInvalid, reason) }
+// tokenError wraps errTokenInvalid with a fixed reason, never the token's content.
+func tokenError(reason string) error { return fmt.Errorf("%w: %s", errTokenInvalid, reason) }
 
-// tokenClaims are the JWT claims myapi signs and reads. IssuedAt is zero
-// for a token without iat, as the original service's tokens are.
+// tokenClaims are the JWT claims myapi signs and reads. IssuedAt is only
+// information: revocation compares Stamp with the account's (auth.go).
 type tokenClaims struct {
 	Sub       string // the user's email
 	Name      string
+	Stamp     string // the account's security stamp, claim "stamp"; "" for none
 	IssuedAt  time.Time
 	ExpiresAt time.Time
 }
@@ -66,32 +66,18 @@ func signToken(key []byte, c tokenClaims) string {
 		IssuedAt     int64  `json:"iat"`
 		ExpiresAt    int64  `json:"exp"`
 		ExpiresAtUTC string `json:"expires_at"`
-	}{c.Sub, c.Name, c.IssuedAt.Unix(), c.ExpiresAt.Unix(), c.ExpiresAt.UTC().Format(expiresAtLayout)})
+		Stamp        string `json:"stamp,omitempty"` // a private claim (RFC 7519 §4.3)
+	}{c.Sub, c.Name, c.IssuedAt.Unix(), c.ExpiresAt.Unix(), c.ExpiresAt.UTC().Format(expiresAtLayout), c.Stamp})
 	input := tokenHeaderSegment + "." + b64.EncodeToString(payload)
 	mac := hmac.New(sha256.New, key)
 	io.WriteString(mac, input)
 	return input + "." + b64.EncodeToString(mac.Sum(nil))
 }
 
-// tokenKeys are the keys tokens verify with: the signing key first, then
-// previous ones, kept so that tokens signed before a rotation still verify.
-type tokenKeys [][]byte
-
-// newTokenKeys returns keys without the empty ones: the original service
-// signed with an empty key when none was set, and anyone can mint such tokens.
-func newTokenKeys(keys ...[]byte) tokenKeys {
-	var ks tokenKeys
-	for _, k := range keys {
-		if len(k) > 0 {
-			ks = append(ks, k)
-		}
-	}
-	return ks
-}
-
-// verifyToken checks token against keys at time now and returns its claims.
-// The error is errTokenExpired or wraps errTokenInvalid.
-func verifyToken(token string, keys tokenKeys, now time.Time) (tokenClaims, error) {
+// verifyToken checks token against keys, the signing key first and then
+// the previous ones (rotation), at time now and returns its claims. The
+// error is errTokenExpired or wraps errTokenInvalid.
+func verifyToken(token string, keys [][]byte, now time.Time) (tokenClaims, error) {
 	header, payload, err := verifySignature(token, keys)
 	if err != nil {
 		return tokenClaims{}, err
@@ -101,7 +87,7 @@ func verifyToken(token string, keys tokenKeys, now time.Time) (tokenClaims, erro
 	}
 	claims, ok := decodeObject(payload)
 	if !ok {
-		return tokenClaims{}, invalidToken("claims are not a base64url JSON object")
+		return tokenClaims{}, tokenError("claims are not a base64url JSON object")
 	}
 	return readClaims(claims, now)
 }
@@ -109,29 +95,29 @@ func verifyToken(token string, keys tokenKeys, now time.Time) (tokenClaims, erro
 // verifySignature checks that token is a compact JWS whose signature is the
 // HMAC-SHA256 of its signing input under one of keys, and returns its header
 // and payload segments, still encoded.
-func verifySignature(token string, keys tokenKeys) (header, payload string, err error) {
+func verifySignature(token string, keys [][]byte) (header, payload string, err error) {
 	if len(token) > maxTokenBytes {
-		return "", "", invalidToken("too long")
+		return "", "", tokenError("too long")
 	}
 	header, rest, _ := strings.Cut(token, ".")
 	payload, sig, _ := strings.Cut(rest, ".")
 	if header == "" || payload == "" || sig == "" || strings.Contains(sig, ".") {
-		return "", "", invalidToken("not a compact JWS")
+		return "", "", tokenError("not a compact JWS")
 	}
 	// The strict decoder skips CR and LF: refused, for one spelling.
 	if strings.ContainsAny(token, "\r\n") {
-		return "", "", invalidToken("line break")
+		return "", "", tokenError("line break")
 	}
 	// Only a full 32-byte MAC counts: a shorter one is easier to guess, and
 	// HS384 or HS512 signatures mean another alg.
 	mac, err := b64.DecodeString(sig)
 	if err != nil || len(mac) != sha256.Size {
-		return "", "", invalidToken("signature is not 32 bytes of base64url")
+		return "", "", tokenError("signature is not 32 bytes of base64url")
 	}
 	input := token[:len(header)+1+len(payload)]
 	for _, key := range keys {
 		if len(key) == 0 {
-			continue // newTokenKeys leaves empty keys out; this makes sure
+			continue // anyone can sign with an empty key
 		}
 		h := hmac.New(sha256.New, key)
 		io.WriteString(h, input)
@@ -139,7 +125,7 @@ func verifySignature(token string, keys tokenKeys) (header, payload string, err 
 			return header, payload, nil
 		}
 	}
-	return "", "", invalidToken("bad signature")
+	return "", "", tokenError("bad signature")
 }
 
 // checkHeader checks the JOSE header segment. The algorithm is pinned to
@@ -152,16 +138,16 @@ func checkHeader(seg string) error {
 	}
 	h, ok := decodeObject(seg)
 	if !ok {
-		return invalidToken("header is not a base64url JSON object")
+		return tokenError("header is not a base64url JSON object")
 	}
 	if alg, ok := jsonString(h["alg"]); !ok || alg != "HS256" {
-		return invalidToken("alg is not HS256")
+		return tokenError("alg is not HS256")
 	}
 	if typ := "JWT"; !readMember(h, "typ", jsonString, &typ) || !strings.EqualFold(typ, "JWT") {
-		return invalidToken("typ is not JWT")
+		return tokenError("typ is not JWT")
 	}
 	if _, ok := h["crit"]; ok {
-		return invalidToken("crit extension not understood")
+		return tokenError("crit extension not understood")
 	}
 	return nil
 }
@@ -174,23 +160,22 @@ func readClaims(m map[string]json.RawMessage, now time.Time) (tokenClaims, error
 	var exp, expiresAt, nbf time.Time // nbf is zero, long past, if absent
 	if !readMember(m, "sub", jsonString, &c.Sub) ||
 		!readMember(m, "name", jsonString, &c.Name) ||
+		!readMember(m, "stamp", jsonString, &c.Stamp) ||
 		!readMember(m, "iat", numericDate, &c.IssuedAt) ||
 		!readMember(m, "exp", numericDate, &exp) ||
 		!readMember(m, "expires_at", pythonDate, &expiresAt) ||
 		!readMember(m, "nbf", numericDate, &nbf) {
-		return tokenClaims{}, invalidToken("malformed claim")
+		return tokenClaims{}, tokenError("malformed claim")
 	}
 	_, hasExp := m["exp"]
 	_, hasExpiresAt := m["expires_at"]
 	switch {
 	case c.Sub == "":
-		return tokenClaims{}, invalidToken("no sub")
+		return tokenClaims{}, tokenError("no sub")
 	case !hasExp && !hasExpiresAt:
-		return tokenClaims{}, invalidToken("no expiry")
+		return tokenClaims{}, tokenError("no expiry")
 	case nbf.After(now):
-		return tokenClaims{}, invalidToken("not valid yet")
-	case c.IssuedAt.After(now.Add(maxIssuedAhead)):
-		return tokenClaims{}, invalidToken("issued in the future")
+		return tokenClaims{}, tokenError("not valid yet")
 	}
 	c.ExpiresAt = exp
 	if !hasExp || hasExpiresAt && expiresAt.Before(exp) {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/sha512"
@@ -108,14 +107,14 @@ func TestVerifyTokenAccepts(t *testing.T) {
 		{"expires_at only", hdr, claims(sub, expiresAt(future))},
 		{"both expiries", hdr, claims(sub, exp(future), expiresAt(future))},
 		{"nbf now", hdr, claims(sub, exp(future), fmt.Sprintf(`"nbf":%d`, testNow.Unix()))},
-		{"iat a minute ahead", hdr, claims(sub, exp(future), iat(testNow.Add(time.Minute)))},
+		{"iat an hour ahead: only information", hdr, claims(sub, exp(future), iat(testNow.Add(time.Hour)))},
 		{"names differ in case", `{"alg":"HS256","ALG":"none","Crit":["x"]}`, claims(sub, `"SUB":7`, `"EXP":0`, `"Nbf":1e20`, exp(future))},
 		{"unknown claims", hdr, claims(`"iss":"x"`, sub, exp(future), `"aud":["a",{"b":"}"}]`, `"x":null`)},
 		{"name", hdr, claims(sub, `"name":"Zoë \"Z\" \u003cO'Brien\u003e"`, exp(future))},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, err := verifyToken(makeToken(tt.header, tt.claims), newTokenKeys(testKey), testNow)
+			c, err := verifyToken(makeToken(tt.header, tt.claims), [][]byte{testKey}, testNow)
 			if err != nil {
 				t.Fatalf("verifyToken: %v", err)
 			}
@@ -237,8 +236,6 @@ func TestVerifyTokenRejects(t *testing.T) {
 		{"iat string", makeToken(hdr, claims(sub, exp(future), `"iat":"1767322800"`)), invalid},
 		{"iat null", makeToken(hdr, claims(sub, exp(future), `"iat":null`)), invalid},
 		{"iat past year 9999", makeToken(hdr, claims(sub, exp(future), `"iat":1e20`)), invalid},
-		{"iat 61 s ahead", makeToken(hdr, claims(sub, exp(future), iat(testNow.Add(61*time.Second)))), invalid},
-		{"iat ahead, exp passed", makeToken(hdr, claims(sub, exp(past), iat(future))), invalid},
 		{"nbf in the future", makeToken(hdr, claims(sub, exp(future), fmt.Sprintf(`"nbf":%d`, testNow.Unix()+1))), invalid},
 		{"nbf string", makeToken(hdr, claims(sub, exp(future), `"nbf":"0"`)), invalid},
 
@@ -279,7 +276,7 @@ func TestVerifyTokenRejects(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, err := verifyToken(tt.token, newTokenKeys(testKey), testNow)
+			c, err := verifyToken(tt.token, [][]byte{testKey}, testNow)
 			if err == nil {
 				t.Fatalf("verifyToken accepted %q: %+v", tt.token, c)
 			}
@@ -322,7 +319,7 @@ func TestVerifyTokenReasons(t *testing.T) {
 		{makeToken(hdr, claims(sub, exp(future), `"iat":null`)), "malformed claim"},
 	}
 	for _, tt := range tests {
-		_, err := verifyToken(tt.token, newTokenKeys(testKey), testNow)
+		_, err := verifyToken(tt.token, [][]byte{testKey}, testNow)
 		if !errors.Is(err, errTokenInvalid) || !strings.HasSuffix(err.Error(), ": "+tt.reason) {
 			t.Errorf("verifyToken(%.40q...): got %v, want reason %q", tt.token, err, tt.reason)
 		}
@@ -334,21 +331,21 @@ func TestVerifyTokenSizeLimit(t *testing.T) {
 	for n := 0; ; n++ {
 		token := makeToken(hdr, claims(sub, exp(future), `"pad":"`+strings.Repeat("x", n)+`"`))
 		if len(token) > maxTokenBytes {
-			if _, err := verifyToken(token, newTokenKeys(testKey), testNow); !errors.Is(err, errTokenInvalid) {
+			if _, err := verifyToken(token, [][]byte{testKey}, testNow); !errors.Is(err, errTokenInvalid) {
 				t.Errorf("%d-byte token: got %v, want %v", len(token), err, errTokenInvalid)
 			}
 			break
 		}
 		largest = token
 	}
-	if _, err := verifyToken(largest, newTokenKeys(testKey), testNow); err != nil {
+	if _, err := verifyToken(largest, [][]byte{testKey}, testNow); err != nil {
 		t.Errorf("%d-byte token: %v", len(largest), err)
 	}
 }
 
 func TestVerifyTokenKeyRotation(t *testing.T) {
 	newKey := []byte("the-new-key-0123456789abcdef-0123456")
-	keys := newTokenKeys(newKey, testKey)
+	keys := [][]byte{newKey, testKey}
 	for _, key := range [][]byte{newKey, testKey} {
 		token := signToken(key, tokenClaims{Sub: "ada@example.com", IssuedAt: testNow, ExpiresAt: future})
 		if _, err := verifyToken(token, keys, testNow); err != nil {
@@ -357,39 +354,19 @@ func TestVerifyTokenKeyRotation(t *testing.T) {
 	}
 	// A key left empty by mistake must not let anyone sign.
 	unkeyed := signToken(nil, tokenClaims{Sub: "ada@example.com", IssuedAt: testNow, ExpiresAt: future})
-	if _, err := verifyToken(unkeyed, newTokenKeys(testKey, nil, []byte{}), testNow); !errors.Is(err, errTokenInvalid) {
+	if _, err := verifyToken(unkeyed, [][]byte{testKey, nil, {}}, testNow); !errors.Is(err, errTokenInvalid) {
 		t.Errorf("token signed with an empty key: got %v, want %v", err, errTokenInvalid)
-	}
-	// verifyToken refuses it even from keys built without newTokenKeys.
-	if _, err := verifyToken(unkeyed, tokenKeys{nil, {}}, testNow); !errors.Is(err, errTokenInvalid) {
-		t.Errorf("token signed with an empty key, verified by empty tokenKeys: got %v, want %v", err, errTokenInvalid)
-	}
-	if got := newTokenKeys(nil, newKey, []byte{}, testKey); len(got) != 2 || !bytes.Equal(got[0], newKey) || !bytes.Equal(got[1], testKey) {
-		t.Errorf("newTokenKeys kept %q, want the two non-empty keys in order", got)
 	}
 	old := signToken(testKey, tokenClaims{Sub: "ada@example.com", IssuedAt: testNow, ExpiresAt: future})
 	for _, keys := range [][][]byte{{newKey}, nil, {{}}, {nil, newKey}} {
-		if _, err := verifyToken(old, newTokenKeys(keys...), testNow); !errors.Is(err, errTokenInvalid) {
+		if _, err := verifyToken(old, keys, testNow); !errors.Is(err, errTokenInvalid) {
 			t.Errorf("keys %q: got %v, want %v", keys, err, errTokenInvalid)
 		}
 	}
 }
 
 func TestVerifyTokenIssuedAt(t *testing.T) {
-	keys := newTokenKeys(testKey)
-	for _, ahead := range []time.Duration{-time.Hour, 0, 59 * time.Second, time.Minute} {
-		token := makeToken(hdr, claims(sub, exp(future), iat(testNow.Add(ahead))))
-		c, err := verifyToken(token, keys, testNow)
-		if err != nil || !c.IssuedAt.Equal(testNow.Add(ahead)) {
-			t.Errorf("iat %v ahead: got %+v, %v; want IssuedAt %v", ahead, c, err, testNow.Add(ahead))
-		}
-	}
-	for _, ahead := range []time.Duration{61 * time.Second, time.Hour} {
-		token := makeToken(hdr, claims(sub, exp(future), iat(testNow.Add(ahead))))
-		if _, err := verifyToken(token, keys, testNow); !errors.Is(err, errTokenInvalid) || !strings.Contains(err.Error(), "issued in the future") {
-			t.Errorf("iat %v ahead: got %v, want an iat in the future refused", ahead, err)
-		}
-	}
+	keys := [][]byte{testKey}
 	// The original's tokens have no iat: they verify, and callers can tell.
 	c, err := verifyToken(makeToken(hdr, valid), keys, testNow)
 	if err != nil || !c.IssuedAt.IsZero() {
@@ -421,7 +398,7 @@ func TestSignTokenRoundTrip(t *testing.T) {
 	if !strings.HasPrefix(token, "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.") {
 		t.Errorf("header segment of %q is not the canonical one", token)
 	}
-	out, err := verifyToken(token, newTokenKeys(testKey), testNow)
+	out, err := verifyToken(token, [][]byte{testKey}, testNow)
 	if err != nil {
 		t.Fatalf("verifyToken: %v", err)
 	}
@@ -466,7 +443,7 @@ func TestVerifyTokenPython(t *testing.T) {
 		{pythonToken, time.Date(2026, 1, 2, 4, 4, 5, 0, time.UTC)},
 		{pythonTokenMicro, time.Date(2026, 1, 2, 4, 4, 5, 123456000, time.UTC)},
 	}
-	keys := newTokenKeys(testKey)
+	keys := [][]byte{testKey}
 	for _, tt := range tests {
 		c, err := verifyToken(tt.token, keys, tt.exp.Add(-time.Nanosecond))
 		if err != nil {
@@ -486,7 +463,7 @@ func TestVerifySignatureRFC7515(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	header, payload, err := verifySignature(rfcToken, newTokenKeys(key))
+	header, payload, err := verifySignature(rfcToken, [][]byte{key})
 	if err != nil {
 		t.Fatalf("verifySignature: %v", err)
 	}
@@ -502,11 +479,11 @@ func TestVerifySignatureRFC7515(t *testing.T) {
 		t.Errorf("payload = %q, want %q", data, want)
 	}
 	// The example has no sub, which myapi requires.
-	_, err = verifyToken(rfcToken, newTokenKeys(key), time.Unix(1300819379, 0))
+	_, err = verifyToken(rfcToken, [][]byte{key}, time.Unix(1300819379, 0))
 	if !errors.Is(err, errTokenInvalid) || !strings.Contains(err.Error(), "no sub") {
 		t.Errorf("verifyToken: got %v, want %v for the missing sub", err, errTokenInvalid)
 	}
-	if _, _, err := verifySignature(rfcToken, newTokenKeys(testKey)); !errors.Is(err, errTokenInvalid) {
+	if _, _, err := verifySignature(rfcToken, [][]byte{testKey}); !errors.Is(err, errTokenInvalid) {
 		t.Errorf("verifySignature with another key: got %v, want %v", err, errTokenInvalid)
 	}
 }
@@ -534,7 +511,7 @@ func FuzzVerifyToken(f *testing.F) {
 		enc(`{"alg":"none"}`) + "." + enc(valid) + ".",
 		makeToken(`{"alg":"HS256","crit":["b64"],"b64":false}`, valid),
 		makeToken(hdr, claims(sub, exp(past))),
-		makeToken(hdr, claims(sub, exp(future), iat(future))),
+		makeToken(hdr, claims(sub, exp(future), `"stamp":1`)),
 		makeToken(hdr, claims(sub, fmt.Sprintf(`"EXP":%d`, future.Unix()))),
 		makeToken(hdr, claims(`"sub":1`, expiresAt(future))),
 		sign([]byte("another-key-0123456789abcdef-012345"), hdrSeg+"."+enc(valid)),
@@ -543,7 +520,7 @@ func FuzzVerifyToken(f *testing.F) {
 	} {
 		f.Add(token)
 	}
-	keys := newTokenKeys(testKey)
+	keys := [][]byte{testKey}
 	// check verifies token and checks what it returns.
 	check := func(t *testing.T, token string) (tokenClaims, bool) {
 		c, err := verifyToken(token, keys, testNow)
@@ -553,7 +530,7 @@ func FuzzVerifyToken(f *testing.F) {
 			}
 			return c, false
 		}
-		if c.Sub == "" || !testNow.Before(c.ExpiresAt) || c.IssuedAt.After(testNow.Add(time.Minute)) {
+		if c.Sub == "" || !testNow.Before(c.ExpiresAt) {
 			t.Fatalf("%q: accepted claims %+v", token, c)
 		}
 		return c, true
@@ -584,7 +561,7 @@ func BenchmarkSignToken(b *testing.B) {
 
 func BenchmarkVerifyToken(b *testing.B) {
 	token := signToken(testKey, tokenClaims{Sub: "ada@example.com", Name: "Ada Lovelace", IssuedAt: testNow, ExpiresAt: future})
-	keys := newTokenKeys(testKey)
+	keys := [][]byte{testKey}
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := verifyToken(token, keys, testNow); err != nil {
@@ -596,7 +573,7 @@ func BenchmarkVerifyToken(b *testing.B) {
 // BenchmarkVerifyTokenForged measures what a token with a bad MAC costs.
 func BenchmarkVerifyTokenForged(b *testing.B) {
 	token := sign([]byte("another-key-0123456789abcdef-012345"), enc(hdr)+"."+enc(valid))
-	keys := newTokenKeys(testKey)
+	keys := [][]byte{testKey}
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := verifyToken(token, keys, testNow); err == nil {

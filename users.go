@@ -11,12 +11,14 @@ import (
 	"net/mail"
 	"net/netip"
 	"strings"
+	"time"
 
 	"golang.org/x/crypto/bcrypt"
 )
 
 // The account commands: what an operator does to users from the command
-// line. Each opens and migrates the database as serve does.
+// line. They do not migrate (serve and migrate do); one that finds the
+// schema missing or older says to run migrate.
 
 // account is a user as list-users shows it: never the hash.
 type account struct {
@@ -39,9 +41,13 @@ func runCreateUser(ctx context.Context, args []string, getenv func(string) strin
 		return err
 	}
 	if err := validateNewUser(*name, *email, password); err != nil {
-		return fmt.Errorf("create-user: %w", err)
+		return commandFailed("create-user", err)
 	}
-	s, cfg, closeDB, err := openStore(ctx, "create-user", getenv, stderr)
+	cfg, err := loadConfig(getenv)
+	if err != nil {
+		return err
+	}
+	s, closeDB, err := openStore(ctx, "create-user", cfg, newLogger(stderr, cfg.LogFormat))
 	if err != nil {
 		return err
 	}
@@ -55,7 +61,7 @@ func runCreateUser(ctx context.Context, args []string, getenv func(string) strin
 		return fmt.Errorf("create-user: a user with email %s already exists", *email)
 	}
 	if err != nil {
-		return fmt.Errorf("create-user: %w", err)
+		return commandFailed("create-user", err)
 	}
 	fmt.Fprintf(stdout, "create-user: created user %d, %s\n", id, *email)
 	return nil
@@ -69,14 +75,18 @@ func runListUsers(ctx context.Context, args []string, getenv func(string) string
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return err
 	}
-	s, _, closeDB, err := openStore(ctx, "list-users", getenv, stderr)
+	cfg, err := loadConfig(getenv)
+	if err != nil {
+		return err
+	}
+	s, closeDB, err := openStore(ctx, "list-users", cfg, newLogger(stderr, cfg.LogFormat))
 	if err != nil {
 		return err
 	}
 	defer closeDB()
-	accounts, err := s.accounts(ctx)
+	accounts, err := s.listAccounts(ctx)
 	if err != nil {
-		return fmt.Errorf("list-users: %w", err)
+		return commandFailed("list-users", err)
 	}
 	if *asJSON {
 		return json.NewEncoder(stdout).Encode(accounts)
@@ -106,7 +116,11 @@ func runSetPassword(ctx context.Context, args []string, getenv func(string) stri
 	if err := checkPassword(password); err != nil {
 		return fmt.Errorf("set-password: %s: %w", *email, err)
 	}
-	s, cfg, closeDB, err := openStore(ctx, "set-password", getenv, stderr)
+	cfg, err := loadConfig(getenv)
+	if err != nil {
+		return err
+	}
+	s, closeDB, err := openStore(ctx, "set-password", cfg, newLogger(stderr, cfg.LogFormat))
 	if err != nil {
 		return err
 	}
@@ -122,22 +136,29 @@ func runSetPassword(ctx context.Context, args []string, getenv func(string) stri
 	if err == nil {
 		err = s.clearFailures(ctx, accountKey(*email))
 	}
+	if err == nil {
+		err = waitForServers(ctx)
+	}
 	if err != nil {
-		return fmt.Errorf("set-password: %w", err)
+		return commandFailed("set-password", err)
 	}
 	fmt.Fprintf(stdout, "set-password: changed the password of %s; older tokens are refused\n", *email)
 	return nil
 }
 
-// runDeleteUser is the delete-user command. The user's tokens stop
-// working at once: requireUser refuses a subject that is no user.
+// runDeleteUser is the delete-user command: requireUser refuses the
+// tokens of a subject that is no user.
 func runDeleteUser(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("delete-user", flag.ContinueOnError)
 	email := fs.String("email", "", "the user's email")
 	if err := parseFlags(fs, args, stderr, "email"); err != nil {
 		return err
 	}
-	s, _, closeDB, err := openStore(ctx, "delete-user", getenv, stderr)
+	cfg, err := loadConfig(getenv)
+	if err != nil {
+		return err
+	}
+	s, closeDB, err := openStore(ctx, "delete-user", cfg, newLogger(stderr, cfg.LogFormat))
 	if err != nil {
 		return err
 	}
@@ -146,8 +167,11 @@ func runDeleteUser(ctx context.Context, args []string, getenv func(string) strin
 	if errors.Is(err, errNotFound) {
 		return fmt.Errorf("delete-user: no user with email %s", *email)
 	}
+	if err == nil {
+		err = waitForServers(ctx)
+	}
 	if err != nil {
-		return fmt.Errorf("delete-user: %w", err)
+		return commandFailed("delete-user", err)
 	}
 	fmt.Fprintf(stdout, "delete-user: deleted %s\n", *email)
 	return nil
@@ -173,16 +197,47 @@ func runUnblock(ctx context.Context, args []string, getenv func(string) string, 
 		}
 		key, who = clientKey(addr), "client "+*client
 	}
-	s, _, closeDB, err := openStore(ctx, "unblock", getenv, stderr)
+	cfg, err := loadConfig(getenv)
+	if err != nil {
+		return err
+	}
+	s, closeDB, err := openStore(ctx, "unblock", cfg, newLogger(stderr, cfg.LogFormat))
 	if err != nil {
 		return err
 	}
 	defer closeDB()
-	if err := s.clearFailures(ctx, key); err != nil {
-		return fmt.Errorf("unblock: %w", err)
+	err = s.clearFailures(ctx, key)
+	if err == nil {
+		err = waitForServers(ctx)
+	}
+	if err != nil {
+		return commandFailed("unblock", err)
 	}
 	fmt.Fprintf(stdout, "unblock: cleared the login failures of %s\n", who)
 	return nil
+}
+
+// waitForServers returns once every server has forgotten what it read
+// before the change just committed (memory.go), so that the change holds
+// on all of them when the command returns.
+func waitForServers(ctx context.Context) error {
+	t := time.NewTimer(memoryTTL)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// commandFailed names the command in err, and says what to run when the
+// database lacks the schema the command needs.
+func commandFailed(cmd string, err error) error {
+	if schemaMissing(err) {
+		return fmt.Errorf("%s: the database's myapi schema is missing or out of date: run the migrate command first", cmd)
+	}
+	return fmt.Errorf("%s: %w", cmd, err)
 }
 
 // passwordFlags adds -password and -password-stdin to fs. After parsing,
