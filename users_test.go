@@ -11,7 +11,9 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -218,27 +220,114 @@ func TestSetPasswordRevokesOlderTokens(t *testing.T) {
 	app.login(t, "ada@example.com", "correct horse").expect(t, 401, `{"detail":"Incorrect username or password"}`)
 }
 
-func TestDeleteUserRevokesTokens(t *testing.T) {
+// TestCommandsHoldOnEveryServer runs two servers on one database: each
+// change a command makes holds on the second server the moment the
+// command returns, even right after that server has served the account.
+func TestCommandsHoldOnEveryServer(t *testing.T) {
 	t.Parallel()
 	env := testEnv(t, newTestDatabase(t))
 	createUser(t, env, "Ada", "ada@example.com", "correct horse")
-	app := startApp(t, env)
-	old := bearer(app.token(t, "ada@example.com", "correct horse"))
-
-	stdout, _, err := runCmd(t, env, "", "delete-user", "-email", "ada@example.com")
-	if err != nil || stdout != "delete-user: deleted ada@example.com\n" {
-		t.Fatalf("delete-user: %q, %v", stdout, err)
+	a, b := startApp(t, env), startApp(t, env)
+	command := func(args ...string) {
+		t.Helper()
+		if _, stderr, err := runCmd(t, env, "", args...); err != nil {
+			t.Fatalf("%s: %v\n%s", args[0], err, stderr)
+		}
 	}
-	app.do(t, "GET", moviesPath, old, nil).expect(t, 401, `{"detail":"Invalid credentials"}`)
-	app.login(t, "ada@example.com", "correct horse").expect(t, 401, `{"detail":"Incorrect username or password"}`)
 
-	// The email again, for someone else: the old token stays refused. The
+	old := bearer(a.token(t, "ada@example.com", "correct horse"))
+	b.do(t, "GET", moviesPath, old, nil).expect(t, 200, `[]`)
+	command("set-password", "-email", "ada@example.com", "-password", "battery staple")
+	b.do(t, "GET", moviesPath, old, nil).expect(t, 401, `{"detail":"Invalid credentials"}`)
+
+	for range maxAccountFailures {
+		a.login(t, "ada@example.com", "a wrong guess")
+	}
+	if res := b.login(t, "ada@example.com", "battery staple"); res.status != 429 {
+		t.Fatalf("blocked account on the second server: %d, want 429", res.status)
+	}
+	command("unblock", "-email", "ada@example.com")
+	current := bearer(b.token(t, "ada@example.com", "battery staple"))
+
+	b.do(t, "GET", moviesPath, current, nil).expect(t, 200, `[]`)
+	command("delete-user", "-email", "ada@example.com")
+	b.do(t, "GET", moviesPath, current, nil).expect(t, 401, `{"detail":"Invalid credentials"}`)
+
+	// The email again, for someone else: the old tokens stay refused. A
 	// server remembers the email as missing for up to a second.
 	createUser(t, env, "Ada Two", "ada@example.com", "correct horse")
-	app.do(t, "GET", moviesPath, old, nil).expect(t, 401, `{"detail":"Invalid credentials"}`)
 	time.Sleep(memoryTTL)
-	app.do(t, "GET", moviesPath, old, nil).expect(t, 401, `{"detail":"Invalid credentials"}`)
-	app.do(t, "GET", moviesPath, bearer(app.token(t, "ada@example.com", "correct horse")), nil).expect(t, 200, `[]`)
+	b.do(t, "GET", moviesPath, current, nil).expect(t, 401, `{"detail":"Invalid credentials"}`)
+	b.do(t, "GET", moviesPath, bearer(b.token(t, "ada@example.com", "correct horse")), nil).expect(t, 200, `[]`)
+}
+
+// TestServersRememberForASecond drives a server's clock: what it read of
+// an account or a block counts for a second after its query started, and
+// no longer. A refused login it remembers makes no statement: it is still
+// 429 with the database down.
+func TestServersRememberForASecond(t *testing.T) {
+	t.Parallel()
+	dsn := newTestDatabase(t)
+	createUser(t, testEnv(t, dsn), "Ada", "ada@example.com", "correct horse")
+	db := openTestDB(t, dsn)
+	var mu sync.Mutex
+	clock := time.Now()
+	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
+	tick := func(d time.Duration) { mu.Lock(); defer mu.Unlock(); clock = clock.Add(d) }
+	srv := newTestHandler(t, dsn, now)
+	app := &testApp{url: srv.URL, client: srv.Client()}
+
+	token := bearer(app.token(t, "ada@example.com", "correct horse"))
+	app.do(t, "GET", moviesPath, token, nil).expect(t, 200, `[]`)
+	if _, err := db.Exec("UPDATE myapi.users SET security_stamp = 'changed by hand'"); err != nil {
+		t.Fatal(err)
+	}
+	tick(memoryTTL - time.Millisecond)
+	app.do(t, "GET", moviesPath, token, nil).expect(t, 200, `[]`)
+	tick(time.Millisecond)
+	app.do(t, "GET", moviesPath, token, nil).expect(t, 401, `{"detail":"Invalid credentials"}`)
+
+	blocked := `{"detail":"Too many failed login attempts, try again later"}`
+	for range maxAccountFailures {
+		app.login(t, "ada@example.com", "a wrong guess")
+	}
+	app.login(t, "ada@example.com", "correct horse").expect(t, 429, blocked)
+	if _, err := db.Exec("DELETE FROM myapi.login_failures"); err != nil {
+		t.Fatal(err)
+	}
+	tick(memoryTTL / 2)
+	res := app.login(t, "ada@example.com", "correct horse")
+	res.expect(t, 429, blocked)
+	if wait, _ := strconv.Atoi(res.header.Get("Retry-After")); wait < 1 || wait > int(failureWindow.Seconds()) {
+		t.Errorf("Retry-After %q", res.header.Get("Retry-After"))
+	}
+	tick(memoryTTL / 2)
+	app.token(t, "ada@example.com", "correct horse")
+
+	for range maxAccountFailures {
+		app.login(t, "ada@example.com", "a wrong guess")
+	}
+	app.login(t, "ada@example.com", "correct horse").expect(t, 429, blocked)
+	takeDatabaseDown(t, dsn)
+	app.login(t, "ada@example.com", "correct horse").expect(t, 429, blocked)
+}
+
+func TestMemoryIsBounded(t *testing.T) {
+	t.Parallel()
+	m := newMemory[int, int](time.Now)
+	for i := range memoryCap + 10 {
+		m.put(i, i, time.Now())
+	}
+	if n := len(m.entries); n > memoryCap {
+		t.Errorf("%d entries, want at most %d", n, memoryCap)
+	}
+	if v, ok := m.get(memoryCap + 9); !ok || v != memoryCap+9 {
+		t.Errorf("the newest entry: %d, %v", v, ok)
+	}
+	m.put(-1, -1, time.Now().Add(-memoryTTL)) // its query started a second ago
+	if _, ok := m.get(-1); ok {
+		t.Error("an answer outlived its query's start by a second")
+	}
 }
 
 func TestUnblock(t *testing.T) {
