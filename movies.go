@@ -28,7 +28,7 @@ func (r rating) MarshalJSON() ([]byte, error) {
 func handleGetMovie(d deps) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p := readParams(r)
-		id := p.queryInt("movie_id")
+		id := p.int("query", "movie_id")
 		if p.problems != nil {
 			validationFailed(w, r, p.problems)
 			return
@@ -50,8 +50,8 @@ func handleGetMovie(d deps) http.Handler {
 func handleNewMovies(d deps) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p := readParams(r)
-		year := p.queryInt("year")
-		minRating := p.queryFloat("rating")
+		year := p.int("query", "year")
+		minRating := p.float("query", "rating")
 		if p.problems != nil {
 			validationFailed(w, r, p.problems)
 			return

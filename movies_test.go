@@ -221,3 +221,30 @@ func BenchmarkGetMovie(b *testing.B) {
 func BenchmarkNewMovies(b *testing.B) {
 	benchmarkMovies(b, "/movies/new?year=1990&rating=9", "["+shawshank)
 }
+
+// TestPathParameter reads a path parameter as a new service would: its
+// problems are reported at loc ["path", name].
+func TestPathParameter(t *testing.T) {
+	t.Parallel()
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /x/{id}", func(w http.ResponseWriter, r *http.Request) {
+		p := readParams(r)
+		id := p.int("path", "id")
+		if p.problems != nil {
+			validationFailed(w, r, p.problems)
+			return
+		}
+		writeJSON(w, http.StatusOK, id)
+	})
+	for path, want := range map[string]string{
+		"/x/-7":  "-7",
+		"/x/7.0": `{"detail":[{"loc":["path","id"],"msg":"value is not a valid integer","type":"type_error.integer"}]}`,
+		"/x/%20": `{"detail":[{"loc":["path","id"],"msg":"value is not a valid integer","type":"type_error.integer"}]}`,
+	} {
+		w := httptest.NewRecorder()
+		mux.ServeHTTP(w, httptest.NewRequest("GET", path, nil))
+		if w.Body.String() != want {
+			t.Errorf("GET %s = %d %s, want %s", path, w.Code, w.Body, want)
+		}
+	}
+}
