@@ -71,35 +71,41 @@ Configuration comes from the environment and ./.env; see README.md.
 `
 
 // run is the whole program: main only adds the process's signals,
-// environment and exit status, so tests can run it in-process.
+// environment and exit status, so tests can run it in-process. It loads
+// the configuration, then runs the command with it.
 func run(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return errUsage
 	}
-	cmd, args := args[0], args[1:]
-	switch cmd {
+	var cmd func(ctx context.Context, cfg config, args []string, stdin io.Reader, stdout, stderr io.Writer) error
+	switch args[0] {
 	case "serve":
-		return runServe(ctx, args, getenv, stdout, stderr)
+		cmd = runServe
 	case "migrate":
-		return runMigrate(ctx, args, getenv, stdout, stderr)
+		cmd = runMigrate
 	case "create-user":
-		return runCreateUser(ctx, args, getenv, stdin, stdout, stderr)
+		cmd = runCreateUser
 	case "list-users":
-		return runListUsers(ctx, args, getenv, stdout, stderr)
+		cmd = runListUsers
 	case "set-password":
-		return runSetPassword(ctx, args, getenv, stdin, stdout, stderr)
+		cmd = runSetPassword
 	case "delete-user":
-		return runDeleteUser(ctx, args, getenv, stdout, stderr)
+		cmd = runDeleteUser
 	case "unblock":
-		return runUnblock(ctx, args, getenv, stdout, stderr)
+		cmd = runUnblock
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
 	default:
-		fmt.Fprintf(stderr, "myapi: unknown command %q\n\n%s", cmd, usage)
+		fmt.Fprintf(stderr, "myapi: unknown command %q\n\n%s", args[0], usage)
 		return errUsage
 	}
+	cfg, err := loadConfig(getenv)
+	if err != nil {
+		return err
+	}
+	return cmd(ctx, cfg, args[1:], stdin, stdout, stderr)
 }
 
 // parseFlags parses a subcommand's flags, of which those named in required
@@ -127,12 +133,8 @@ func usageError(fs *flag.FlagSet, problem string) error {
 	return errUsage
 }
 
-func runMigrate(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+func runMigrate(ctx context.Context, cfg config, args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	if err := parseFlags(flag.NewFlagSet("migrate", flag.ContinueOnError), args, stderr); err != nil {
-		return err
-	}
-	cfg, err := loadConfig(getenv)
-	if err != nil {
 		return err
 	}
 	s, closeDB, err := openStore(ctx, "migrate", cfg, newLogger(stderr, cfg.LogFormat))
@@ -147,12 +149,8 @@ func runMigrate(ctx context.Context, args []string, getenv func(string) string, 
 	return nil
 }
 
-func runServe(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+func runServe(ctx context.Context, cfg config, args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	if err := parseFlags(flag.NewFlagSet("serve", flag.ContinueOnError), args, stderr); err != nil {
-		return err
-	}
-	cfg, err := loadConfig(getenv)
-	if err != nil {
 		return err
 	}
 	log := newLogger(stderr, cfg.LogFormat)

@@ -28,7 +28,7 @@ type account struct {
 }
 
 // runCreateUser is the create-user command.
-func runCreateUser(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
+func runCreateUser(ctx context.Context, cfg config, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("create-user", flag.ContinueOnError)
 	name := fs.String("name", "", "the user's name")
 	email := fs.String("email", "", "the user's email, their login")
@@ -42,10 +42,6 @@ func runCreateUser(ctx context.Context, args []string, getenv func(string) strin
 	}
 	if err := validateNewUser(*name, *email, password); err != nil {
 		return commandFailed("create-user", err)
-	}
-	cfg, err := loadConfig(getenv)
-	if err != nil {
-		return err
 	}
 	s, closeDB, err := openStore(ctx, "create-user", cfg, newLogger(stderr, cfg.LogFormat))
 	if err != nil {
@@ -69,14 +65,10 @@ func runCreateUser(ctx context.Context, args []string, getenv func(string) strin
 
 // runListUsers is the list-users command: a line per user, its fields
 // separated by tabs, or with -json a JSON array.
-func runListUsers(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+func runListUsers(ctx context.Context, cfg config, args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("list-users", flag.ContinueOnError)
 	asJSON := fs.Bool("json", false, "print a JSON array of objects with keys id, name and email")
 	if err := parseFlags(fs, args, stderr); err != nil {
-		return err
-	}
-	cfg, err := loadConfig(getenv)
-	if err != nil {
 		return err
 	}
 	s, closeDB, err := openStore(ctx, "list-users", cfg, newLogger(stderr, cfg.LogFormat))
@@ -102,7 +94,7 @@ var fieldEscaper = strings.NewReplacer(`\`, `\\`, "\t", `\t`, "\n", `\n`, "\r", 
 
 // runSetPassword is the set-password command. It revokes every token
 // issued before, and clears the account's login failures.
-func runSetPassword(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
+func runSetPassword(ctx context.Context, cfg config, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("set-password", flag.ContinueOnError)
 	email := fs.String("email", "", "the user's email")
 	readPassword := passwordFlags(fs)
@@ -115,10 +107,6 @@ func runSetPassword(ctx context.Context, args []string, getenv func(string) stri
 	}
 	if err := checkPassword(password); err != nil {
 		return fmt.Errorf("set-password: %s: %w", *email, err)
-	}
-	cfg, err := loadConfig(getenv)
-	if err != nil {
-		return err
 	}
 	s, closeDB, err := openStore(ctx, "set-password", cfg, newLogger(stderr, cfg.LogFormat))
 	if err != nil {
@@ -148,14 +136,10 @@ func runSetPassword(ctx context.Context, args []string, getenv func(string) stri
 
 // runDeleteUser is the delete-user command: requireUser refuses the
 // tokens of a subject that is no user.
-func runDeleteUser(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+func runDeleteUser(ctx context.Context, cfg config, args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("delete-user", flag.ContinueOnError)
 	email := fs.String("email", "", "the user's email")
 	if err := parseFlags(fs, args, stderr, "email"); err != nil {
-		return err
-	}
-	cfg, err := loadConfig(getenv)
-	if err != nil {
 		return err
 	}
 	s, closeDB, err := openStore(ctx, "delete-user", cfg, newLogger(stderr, cfg.LogFormat))
@@ -179,7 +163,7 @@ func runDeleteUser(ctx context.Context, args []string, getenv func(string) strin
 
 // runUnblock is the unblock command: it clears the login failures of an
 // account or of a client address, keyed as the throttle keys them.
-func runUnblock(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+func runUnblock(ctx context.Context, cfg config, args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("unblock", flag.ContinueOnError)
 	email := fs.String("email", "", "the account's email")
 	client := fs.String("client", "", "the client's IP address (IPv6: its /64, which the throttle counts as one)")
@@ -196,10 +180,6 @@ func runUnblock(ctx context.Context, args []string, getenv func(string) string, 
 			return usageError(fs, fmt.Sprintf("-client %q is not an IP address", *client))
 		}
 		key, who = clientKey(addr), "client "+*client
-	}
-	cfg, err := loadConfig(getenv)
-	if err != nil {
-		return err
 	}
 	s, closeDB, err := openStore(ctx, "unblock", cfg, newLogger(stderr, cfg.LogFormat))
 	if err != nil {
