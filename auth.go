@@ -58,8 +58,8 @@ func handleToken(d deps) http.Handler {
 			validationFailed(w, r, problems)
 			return
 		}
-		keys := throttleKeys{client: clientKey(clientAddr(r, d.trusted)), account: accountKey(form.Username)}
-		wait, err := d.store.startLogin(r.Context(), keys)
+		attempt := throttleKeys{client: clientKey(clientAddr(r, d.trusted)), account: accountKey(form.Username)}
+		wait, err := d.store.startLogin(r.Context(), attempt)
 		switch {
 		case err != nil:
 			databaseFailed(w, r, d.log, err)
@@ -71,7 +71,7 @@ func handleToken(d deps) http.Handler {
 
 		u, err := authenticate(r.Context(), d.store, d.bcrypt, form.Username, form.Password)
 		if !errors.Is(err, errBadCredentials) { // only a wrong password keeps its failure
-			d.store.endLogin(r.Context(), d.log, keys, err == nil)
+			d.store.endLogin(r.Context(), d.log, attempt, err == nil)
 		}
 		switch {
 		case errors.Is(err, errBadCredentials):

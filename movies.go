@@ -8,7 +8,7 @@ import (
 	"strconv"
 )
 
-// Movie is a row of myapi.movies, in the original's JSON shape.
+// Movie is a row of myapi.movies.
 type Movie struct {
 	ID       int32  `json:"movie_id"`
 	Title    string `json:"title"`
