@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"html/template"
 	"net/http"
+	"net/url"
 	"regexp"
 	"slices"
 	"strconv"
@@ -17,8 +18,9 @@ import (
 )
 
 // The OpenAPI document is written by hand. openapi_test.go replays each
-// example's request (x-request) and compares the routes with newHandler's,
-// so the document cannot drift from the code without a test failing.
+// example's request (x-request) against the real server and compares the
+// operations with the routes that routes (server.go) registers, so the
+// document cannot drift from the code without a test failing.
 
 //go:embed openapi.json
 var openapiJSON []byte
@@ -58,6 +60,7 @@ func renderDocs(doc []byte) (page []byte, csp string, err error) {
 	}
 	tmpl, err := template.New("docs").Funcs(template.FuncMap{
 		"curl":       curlCommand,
+		"exampleURL": exampleURL,
 		"upper":      strings.ToUpper,
 		"tagged":     func(op *apiOperation, tag string) bool { return len(op.Tags) > 0 && op.Tags[0] == tag },
 		"has":        func(list []string, s string) bool { return slices.Contains(list, s) },
@@ -88,8 +91,9 @@ type openAPIDoc struct {
 	Tags       []struct{ Name, Description string }
 	Paths      map[string]map[string]*apiOperation // path → method → operation
 	Components struct {
-		Schemas   map[string]*apiSchema
-		Responses map[string]*apiResponse
+		Schemas         map[string]*apiSchema
+		Responses       map[string]*apiResponse
+		SecuritySchemes map[string]json.RawMessage
 	}
 }
 
@@ -142,36 +146,63 @@ type apiExample struct {
 	Varies  []string          `json:"x-varies"`           // members that differ on every request
 }
 
-// exampleRequest is the request that gets an example: the page shows it as
-// a curl command, the tests send it.
+// exampleRequest is an example's x-request, the request that gets it: the
+// page shows it as a curl command, the tests send it. It goes to the
+// operation's path, each {param} replaced by that parameter's example, or
+// by a value of its own for a 404 or a 422 ("path": {"director_id": "999"});
+// its query is the query parameters' examples, unless "query" gives the raw
+// query ("" for none). So an example of a response in components/responses
+// replays for every operation that references it.
 type exampleRequest struct {
-	Query         string
-	Authorization string   // $TOKEN is a valid token, $EXPIRED_TOKEN an expired one
-	Form          []string // "name=value" fields, urlencoded; present but empty, an empty form
-	ContentType   string   // replaces the form's
-	PadBytes      int      // adds a field of that many bytes to the form
-	Repeat        int      // sends it that many times; the example is the last answer
-	Database      string   // "down": the answer while PostgreSQL is unavailable
+	Path          map[string]string // path parameter → value, where the parameter's example will not do
+	Query         *string           // the raw query; absent, the query parameters' examples
+	Authorization string            // $TOKEN is a valid token, $EXPIRED_TOKEN an expired one
+	Form          []string          // "name=value" fields, urlencoded; present but empty, an empty form
+	ContentType   string            // replaces the form's
+	PadBytes      int               // adds a field of that many bytes to the form
+	Repeat        int               // sends it that many times; the example is the last answer
+	Database      string            // "down": the answer while PostgreSQL is unavailable
 }
 
 // parseOpenAPI decodes the document and replaces each response's $ref with
-// the response it names.
+// a copy of the response it names, which keeps the $ref: the tests say
+// where a shared example sits.
 func parseOpenAPI(b []byte) (*openAPIDoc, error) {
 	var d openAPIDoc
 	if err := json.Unmarshal(b, &d); err != nil {
-		return nil, fmt.Errorf("openapi.json: %w", err)
+		return nil, fmt.Errorf("openapi.json%s: %w", lineOf(b, err), err)
 	}
 	for _, item := range d.Paths {
 		for _, op := range item {
 			for code, r := range op.Responses {
-				op.Responses[code] = resolve(r, r.Ref, "responses", d.Components.Responses)
-				if op.Responses[code] == nil {
+				named := resolve(r, r.Ref, "responses", d.Components.Responses)
+				if named == nil {
 					return nil, fmt.Errorf("openapi.json: %s names no response", r.Ref)
 				}
+				shared := *named
+				shared.Ref = r.Ref
+				op.Responses[code] = &shared
 			}
 		}
 	}
 	return &d, nil
+}
+
+// lineOf says on which line of b a decoding error is, as ":12", when the
+// error knows: encoding/json gives only a byte offset.
+func lineOf(b []byte, err error) string {
+	var syntax *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	offset := int64(-1)
+	if errors.As(err, &syntax) {
+		offset = syntax.Offset
+	} else if errors.As(err, &typ) {
+		offset = typ.Offset
+	}
+	if offset < 0 || offset > int64(len(b)) {
+		return ""
+	}
+	return fmt.Sprintf(":%d", 1+bytes.Count(b[:offset], []byte("\n")))
 }
 
 // resolve returns v, or the component that its $ref names (nil if none).
@@ -191,9 +222,50 @@ func compactJSON(v json.RawMessage) (string, error) {
 	return b.String(), err
 }
 
+// exampleURL is the path and query x goes to on the operation op at path
+// (see exampleRequest). Values are escaped as a client would: the page's
+// commands and the tests' requests are the same.
+func exampleURL(path string, op *apiOperation, x *exampleRequest) string {
+	if x == nil {
+		x = &exampleRequest{}
+	}
+	var query []string
+	for _, p := range op.Parameters {
+		switch value := exampleText(p.Example); p.In {
+		case "path":
+			if own, ok := x.Path[p.Name]; ok {
+				value = own
+			}
+			path = strings.ReplaceAll(path, "{"+p.Name+"}", url.PathEscape(value))
+		case "query":
+			if p.Example != nil {
+				query = append(query, url.QueryEscape(p.Name)+"="+url.QueryEscape(value))
+			}
+		}
+	}
+	q := strings.Join(query, "&")
+	if x.Query != nil {
+		q = *x.Query
+	}
+	if q == "" {
+		return path
+	}
+	return path + "?" + q
+}
+
+// exampleText is a parameter's example as it goes in a URL: a string
+// without its quotes, a number as written.
+func exampleText(v json.RawMessage) string {
+	var s string
+	if json.Unmarshal(v, &s) == nil {
+		return s
+	}
+	return string(v)
+}
+
 // curlCommand is the curl command, with its options opt, that sends x to
-// target. Form fields always go through --data-urlencode, which sends any
-// value as written.
+// target (see exampleURL). Form fields always go through --data-urlencode,
+// which sends any value as written.
 func curlCommand(opt, method, target string, x *exampleRequest) string {
 	args := []string{"curl", opt}
 	if x == nil {
@@ -207,9 +279,6 @@ func curlCommand(opt, method, target string, x *exampleRequest) string {
 	}
 	if x.ContentType != "" {
 		args = append(args, "-H", shellQuote("Content-Type: "+x.ContentType))
-	}
-	if x.Query != "" {
-		target += "?" + x.Query
 	}
 	args = append(args, shellQuote(target))
 	for _, f := range x.Form {
