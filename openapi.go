@@ -170,7 +170,7 @@ type exampleRequest struct {
 func parseOpenAPI(b []byte) (*openAPIDoc, error) {
 	var d openAPIDoc
 	if err := json.Unmarshal(b, &d); err != nil {
-		return nil, fmt.Errorf("openapi.json%s: %w", lineOf(b, err), err)
+		return nil, fmt.Errorf("openapi.json: %w", err)
 	}
 	for _, item := range d.Paths {
 		for _, op := range item {
@@ -186,23 +186,6 @@ func parseOpenAPI(b []byte) (*openAPIDoc, error) {
 		}
 	}
 	return &d, nil
-}
-
-// lineOf says on which line of b a decoding error is, as ":12", when the
-// error knows: encoding/json gives only a byte offset.
-func lineOf(b []byte, err error) string {
-	var syntax *json.SyntaxError
-	var typ *json.UnmarshalTypeError
-	offset := int64(-1)
-	if errors.As(err, &syntax) {
-		offset = syntax.Offset
-	} else if errors.As(err, &typ) {
-		offset = typ.Offset
-	}
-	if offset < 0 || offset > int64(len(b)) {
-		return ""
-	}
-	return fmt.Sprintf(":%d", 1+bytes.Count(b[:offset], []byte("\n")))
 }
 
 // resolve returns v, or the component that its $ref names (nil if none).
