@@ -6,7 +6,7 @@
 //
 //	logRequests → recoverPanics → secureHeaders → decodedPaths → http.ServeMux
 //	  POST /token          handleToken: form → login throttle → bcrypt → signToken
-//	  GET  /movies/...     requireUser: Bearer → verifyToken → user lookup
+//	  GET  /movies/...     requireUser: Bearer → verifyToken → account (stamp)
 //	                       → handleGetMovie / handleNewMovies → store → JSON
 //
 // README.md lists the files and what each owns.
@@ -29,11 +29,10 @@ import (
 )
 
 func main() {
-	// A bcrypt comparison holds its P for the quarter second it computes.
-	// serve allows one at a time per two cores (auth.go's bcryptLimiter), so
-	// the runtime gets half as many Ps again as cores: the cheap requests
-	// keep one per core while logins run (docs/performance.md). Unless the
-	// operator chose GOMAXPROCS.
+	// A bcrypt comparison holds its P for the quarter second it computes,
+	// and serve runs one per two cores: half as many Ps again as cores
+	// keep the cheap requests one per core while logins run
+	// (docs/performance.md). Unless the operator chose GOMAXPROCS.
 	if os.Getenv("GOMAXPROCS") == "" {
 		cores := runtime.GOMAXPROCS(0)
 		runtime.GOMAXPROCS(cores + max(1, cores/2))
@@ -194,8 +193,8 @@ func serveUntilDone(ctx context.Context, srv *http.Server, ln net.Listener, time
 	case <-ctx.Done():
 	}
 	log.Info("shutting down", "timeout", timeout.String())
-	// A fresh context: ctx is already cancelled, and shutting down with
-	// it would cut every in-flight request off at once.
+	// A fresh context: shutting down with ctx, already cancelled, would
+	// cut every in-flight request off at once.
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	if err := srv.Shutdown(shutdownCtx); err != nil {
@@ -206,10 +205,9 @@ func serveUntilDone(ctx context.Context, srv *http.Server, ln net.Listener, time
 	return nil
 }
 
-// openStore opens cfg's database for the command cmd: the configured
-// one, or in dev with none configured the local cluster, started if need
-// be. closeDB closes the pool, and stops the cluster if this call started it.
-// It does not migrate: serve and migrate do.
+// openStore opens cfg's database for the command cmd: the configured one,
+// or in dev with none configured the local cluster, started if need be.
+// closeDB closes the pool, and stops the cluster if this call started it.
 func openStore(ctx context.Context, cmd string, cfg config, log *slog.Logger) (s *store, closeDB func(), err error) {
 	dsn, stopLocal := cfg.DatabaseURL, func() {}
 	if dsn == "" {
