@@ -10,11 +10,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -107,12 +109,9 @@ var testClusterOptions = localDBOptions{settings: []string{"fsync=off", "synchro
 
 // dsnWithDatabase returns dsn naming database db instead.
 func dsnWithDatabase(dsn, db string) string {
-	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
-		u, err := url.Parse(dsn)
-		if err == nil {
-			u.Path = "/" + db
-			return u.String()
-		}
+	if u, err := url.Parse(dsn); err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") {
+		u.Path = "/" + db
+		return u.String()
 	}
 	return dsn + " dbname=" + db // a later keyword wins
 }
@@ -122,9 +121,7 @@ func dsnWithDatabase(dsn, db string) string {
 func newTestDatabase(t testing.TB) string {
 	t.Helper()
 	name := fmt.Sprintf("%s_%d", testServer.template, testServer.seq.Add(1))
-	if _, err := testServer.admin.Exec("CREATE DATABASE " + quoteIdent(name) + " TEMPLATE " + quoteIdent(testServer.template)); err != nil {
-		t.Fatalf("create test database: %v", err)
-	}
+	mustExec(t, testServer.admin, "CREATE DATABASE "+quoteIdent(name)+" TEMPLATE "+quoteIdent(testServer.template))
 	t.Cleanup(func() {
 		if _, err := testServer.admin.Exec("DROP DATABASE " + quoteIdent(name) + " WITH (FORCE)"); err != nil {
 			t.Errorf("drop test database: %v", err)
@@ -146,19 +143,32 @@ func openTestDB(t testing.TB, dsn string) *sql.DB {
 
 // testEnv is a getenv for run: a test environment on dsn, with overrides.
 func testEnv(t testing.TB, dsn string, overrides ...string) func(string) string {
-	env := map[string]string{
-		"MYAPI_ENV":            "test",
-		"MYAPI_DATABASE__TEST": dsn,
-		"MYAPI_TOKEN_KEY":      testTokenKey,
-		"MYAPI_ADDR":           "127.0.0.1:0",
-		"MYAPI_BCRYPT_COST":    "4", // bcrypt.MinCost: the cost is in each hash, so checks still work
-		"MYAPI_DOTENV":         "testdata/no.env",
-		"MYAPI_DIR":            t.TempDir(),
+	vars := processEnv(t, dsn, overrides...)
+	return func(k string) string { return vars[k] }
+}
+
+// processEnv is the environment of a test on database dsn, with overrides
+// as name, value pairs.
+func processEnv(t testing.TB, dsn string, overrides ...string) map[string]string {
+	vars := map[string]string{
+		"MYAPI_ENV": "test", "MYAPI_DATABASE__TEST": dsn, "MYAPI_TOKEN_KEY": testTokenKey,
+		"MYAPI_ADDR": "127.0.0.1:0", "MYAPI_DOTENV": "testdata/no.env", "MYAPI_DIR": t.TempDir(),
+		"MYAPI_BCRYPT_COST": "4", // bcrypt.MinCost: the cost is in each hash, so checks still work
 	}
 	for i := 0; i+1 < len(overrides); i += 2 {
-		env[overrides[i]] = overrides[i+1]
+		vars[overrides[i]] = overrides[i+1]
 	}
-	return func(k string) string { return env[k] }
+	return vars
+}
+
+// databaseWithAda is a test database holding the user Ada, whose password
+// is "correct horse", and the environment to serve it.
+func databaseWithAda(t testing.TB) (dsn string, env func(string) string) {
+	t.Helper()
+	dsn = newTestDatabase(t)
+	env = testEnv(t, dsn)
+	createUser(t, env, "Ada", "ada@example.com", "correct horse")
+	return dsn, env
 }
 
 // syncBuffer is a bytes.Buffer that the server's goroutines may write to
@@ -174,11 +184,7 @@ func (b *syncBuffer) Write(p []byte) (int, error) {
 	return b.buf.Write(p)
 }
 
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+func (b *syncBuffer) String() string { b.mu.Lock(); defer b.mu.Unlock(); return b.buf.String() }
 
 // testApp is myapi serving in-process through run.
 type testApp struct {
@@ -213,12 +219,7 @@ func startApp(t testing.TB, getenv func(string) string) *testApp {
 		logs:   logs,
 		client: &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
 	}
-	var once sync.Once
-	var stopErr error
-	app.stop = func() error {
-		once.Do(func() { cancel(); stopErr = <-done })
-		return stopErr
-	}
+	app.stop = sync.OnceValue(func() error { cancel(); return <-done })
 	t.Cleanup(func() {
 		if err := app.stop(); err != nil {
 			t.Errorf("serve: %v", err)
@@ -247,9 +248,7 @@ func (a *testApp) do(t testing.TB, method, path string, header http.Header, body
 	if err != nil {
 		t.Fatal(err)
 	}
-	for k, v := range header {
-		req.Header[k] = v
-	}
+	maps.Copy(req.Header, header)
 	res, err := a.client.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, path, err)
@@ -270,196 +269,11 @@ func (r response) expect(t testing.TB, status int, body string) {
 	}
 }
 
-func TestServeOperationalRoutes(t *testing.T) {
-	t.Parallel()
-	app := startApp(t, testEnv(t, newTestDatabase(t)))
-
-	cases := []struct {
-		method, path string
-		status       int
-		body         string
-		header       map[string]string
-	}{
-		{"GET", "/healthz", 200, `{"status":"ok"}`, map[string]string{"Content-Type": "application/json"}},
-		{"GET", "/readyz", 200, `{"status":"ok"}`, nil},
-		{"HEAD", "/healthz", 200, ``, nil},
-		{"GET", "/no/such/path", 404, `{"detail":"Not Found"}`, map[string]string{"Content-Type": "application/json"}},
-		{"POST", "/healthz", 405, `{"detail":"Method Not Allowed"}`, map[string]string{"Allow": "GET, HEAD"}},
-		{"DELETE", "/token", 405, `{"detail":"Method Not Allowed"}`, map[string]string{"Allow": "POST"}},
-		{"GET", "/movies/new/?year=1&rating=2", 307, ``, map[string]string{"Location": "/movies/new?year=1&rating=2"}},
-		{"POST", "/token/", 307, ``, map[string]string{"Location": "/token"}},
-		{"GET", "/healthz/", 307, ``, map[string]string{"Location": "/healthz"}},
-		// ServeMux would redirect these to the clean path; the original has no route.
-		{"GET", "/movies//?movie_id=1", 404, `{"detail":"Not Found"}`, map[string]string{"Content-Type": "application/json"}},
-		{"GET", "//healthz", 404, `{"detail":"Not Found"}`, nil},
-		{"GET", "/token/../healthz", 404, `{"detail":"Not Found"}`, nil},
-		{"GET", "/./healthz", 404, `{"detail":"Not Found"}`, nil},
-		// Escaped paths route as their decoded form, as in the original.
-		{"GET", "/%68ealthz", 200, `{"status":"ok"}`, nil},
-		{"GET", "/movies%2Fnew?year=1&rating=2", 401, `{"detail":"Invalid token"}`, map[string]string{"WWW-Authenticate": "Bearer"}},
-		{"GET", "/movies%2F?movie_id=1", 401, `{"detail":"Invalid token"}`, nil},
-		{"POST", "/token%2F", 307, ``, map[string]string{"Location": "/token"}},
-		{"GET", "/movies%2F..%2Fhealthz", 404, `{"detail":"Not Found"}`, nil},
-	}
-	for _, c := range cases {
-		res := app.do(t, c.method, c.path, nil, nil)
-		res.expect(t, c.status, c.body)
-		if got := res.header.Get("X-Content-Type-Options"); got != "nosniff" {
-			t.Errorf("%s %s: X-Content-Type-Options = %q", c.method, c.path, got)
-		}
-		for k, v := range c.header {
-			if got := res.header.Get(k); got != v {
-				t.Errorf("%s %s: %s = %q, want %q", c.method, c.path, k, got, v)
-			}
-		}
-	}
-}
-
-func TestReadyzFollowsTheDatabase(t *testing.T) {
-	t.Parallel()
-	// A cluster of its own, since this test stops it under the server;
-	// durable, since it stops it the hard way.
-	cluster, err := startLocalDB(context.Background(), t.TempDir(), localDBOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { killCluster(cluster) })
-	env := testEnv(t, cluster.DSN(localDBName))
-	if _, _, err := runCmd(t, env, "", "migrate"); err != nil {
-		t.Fatal(err)
-	}
-	createUser(t, env, "Ada", "ada@example.com", "correct horse")
-	app := startApp(t, env)
-	app.do(t, "GET", "/readyz", nil, nil).expect(t, 200, `{"status":"ok"}`)
-	auth := bearer(app.token(t, "ada@example.com", "correct horse"))
-
-	if err := killCluster(cluster); err != nil {
-		t.Fatal(err)
-	}
-	unavailable := `{"detail":"Service unavailable"}`
-	app.do(t, "GET", "/readyz", nil, nil).expect(t, 503, unavailable)
-	app.do(t, "GET", "/movies/?movie_id=1", auth, nil).expect(t, 503, unavailable)
-	app.login(t, "ada@example.com", "correct horse").expect(t, 503, unavailable)
-	app.do(t, "GET", "/healthz", nil, nil).expect(t, 200, `{"status":"ok"}`)
-
-	if _, err := startLocalDB(context.Background(), cluster.dir, localDBOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	// The pool may hold connections the restart broke; it drops each
-	// as it fails, so readiness returns within a few tries.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		res := app.do(t, "GET", "/readyz", nil, nil)
-		if res.status == 200 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("/readyz still %d %s after the database came back", res.status, res.body)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	app.do(t, "GET", "/movies/?movie_id=1", auth, nil).expect(t, 404, `{"detail":"Movie not found"}`)
-	if strings.Contains(app.logs.String(), "password") {
-		t.Errorf("a log line mentions a password:\n%s", app.logs)
-	}
-}
-
-func TestRunUsage(t *testing.T) {
-	t.Parallel()
-	getenv := func(string) string { return "" }
-	for _, args := range [][]string{nil, {"frobnicate"}, {"serve", "-nope"}, {"migrate", "extra"}, {"create-user", "-name", "x"}} {
-		var stdout, stderr bytes.Buffer
-		err := run(context.Background(), args, getenv, strings.NewReader(""), &stdout, &stderr)
-		if !errors.Is(err, errUsage) {
-			t.Errorf("run %q = %v, want errUsage", args, err)
-		}
-		if stderr.Len() == 0 {
-			t.Errorf("run %q printed no usage on stderr", args)
-		}
-	}
-	for _, arg := range []string{"help", "-h"} {
-		var stdout bytes.Buffer
-		if err := run(context.Background(), []string{arg}, getenv, nil, &stdout, io.Discard); err != nil {
-			t.Errorf("run %s = %v", arg, err)
-		}
-		if !strings.Contains(stdout.String(), "create-user") {
-			t.Errorf("run %s printed %q, want the usage", arg, stdout.String())
-		}
-	}
-}
-
-func TestServeRefusesMissingProductionSettings(t *testing.T) {
-	t.Parallel()
-	getenv := func(k string) string {
-		return map[string]string{"MYAPI_ENV": "prod", "MYAPI_DOTENV": "testdata/no.env",
-			"MYAPI_TOKEN_KEY_PREVIOUS": "short-secret-value"}[k]
-	}
-	var stdout, stderr bytes.Buffer
-	err := run(context.Background(), []string{"serve"}, getenv, nil, &stdout, &stderr)
-	if err == nil {
-		t.Fatal("serve started without a database or key")
-	}
-	lines := strings.Split(err.Error(), "\n")
-	want := []string{"MYAPI_DATABASE__PROD is required", "MYAPI_TOKEN_KEY is required", "MYAPI_TOKEN_KEY_PREVIOUS: key 1 is too short"}
-	if len(lines) != len(want) {
-		t.Fatalf("got %d problems, want %d:\n%v", len(lines), len(want), err)
-	}
-	for i, w := range want {
-		if !strings.HasPrefix(lines[i], w) {
-			t.Errorf("line %d = %q, want it to start %q", i+1, lines[i], w)
-		}
-	}
-	if strings.Contains(err.Error()+stdout.String()+stderr.String(), "short-secret-value") {
-		t.Error("the error shows a secret")
-	}
-}
-
-func TestMigrateIsIdempotentAndConcurrent(t *testing.T) {
-	t.Parallel()
-	dsn := newTestDatabase(t)
-	db := openTestDB(t, dsn)
-	var wg sync.WaitGroup
-	errs := make(chan error, 4)
-	for range 4 {
-		wg.Go(func() { errs <- migrate(context.Background(), db, false) })
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			t.Error(err)
-		}
-	}
-	// And through the command, twice.
-	for range 2 {
-		var stdout bytes.Buffer
-		if err := run(context.Background(), []string{"migrate"}, testEnv(t, dsn), nil, &stdout, io.Discard); err != nil {
-			t.Fatal(err)
-		}
-	}
-	var n int
-	if err := db.QueryRow("SELECT count(*) FROM myapi.movies").Scan(&n); err != nil || n != 0 {
-		t.Errorf("movies outside dev: %d, %v; want 0", n, err)
-	}
-}
-
-func TestSampleMoviesOnlyInDev(t *testing.T) {
-	t.Parallel()
-	dsn := newTestDatabase(t)
-	env := testEnv(t, dsn, "MYAPI_ENV", "dev", "MYAPI_DATABASE__DEV", dsn)
-	for range 2 { // twice: loading them must be idempotent too
-		if err := run(context.Background(), []string{"migrate"}, env, nil, io.Discard, io.Discard); err != nil {
-			t.Fatal(err)
-		}
-	}
-	var n int
-	var title string
-	db := openTestDB(t, dsn)
-	if err := db.QueryRow("SELECT count(*), max(title) FILTER (WHERE movie_id = 6) FROM myapi.movies").Scan(&n, &title); err != nil {
-		t.Fatal(err)
-	}
-	if n != 8 || title != "Schindler's List" {
-		t.Errorf("dev database has %d movies, movie 6 %q; want the 8 samples", n, title)
+// expectHeader checks a response's header k.
+func (r response) expectHeader(t testing.TB, k, want string) {
+	t.Helper()
+	if got := r.header.Get(k); got != want {
+		t.Errorf("%s = %q, want %q", k, got, want)
 	}
 }
 
@@ -468,128 +282,6 @@ func decodeJSON(t testing.TB, body string, v any) {
 	t.Helper()
 	if err := json.Unmarshal([]byte(body), v); err != nil {
 		t.Fatalf("decode %q: %v", body, err)
-	}
-}
-
-// process is myapi running as a real process: this test binary, which
-// runs main when MYAPI_TEST_AS_MAIN is set.
-type process struct {
-	cmd    *exec.Cmd
-	url    string
-	stderr *syncBuffer
-	exited chan error
-}
-
-// startProcess runs "myapi serve" as a child process with the MYAPI_
-// variables of getenv and waits until it listens.
-func startProcess(t *testing.T, vars map[string]string) *process {
-	t.Helper()
-	cmd := exec.Command(os.Args[0], "serve")
-	cmd.Env = []string{"MYAPI_TEST_AS_MAIN=1", "PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
-	for k, v := range vars {
-		cmd.Env = append(cmd.Env, k+"="+v)
-	}
-	p := &process{cmd: cmd, stderr: &syncBuffer{}, exited: make(chan error, 1)}
-	cmd.Stderr = p.stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { p.exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-p.exited
-	})
-	line, err := bufio.NewReader(stdout).ReadString('\n')
-	if err != nil {
-		t.Fatalf("myapi did not start: %v\n%s", err, p.stderr)
-	}
-	p.url = strings.TrimSpace(strings.TrimPrefix(line, "myapi listening on "))
-	return p
-}
-
-// processEnv is the environment of a test process on database dsn.
-func processEnv(t *testing.T, dsn string, overrides ...string) map[string]string {
-	vars := map[string]string{
-		"MYAPI_ENV": "test", "MYAPI_DATABASE__TEST": dsn, "MYAPI_TOKEN_KEY": testTokenKey,
-		"MYAPI_ADDR": "127.0.0.1:0", "MYAPI_DOTENV": "testdata/no.env", "MYAPI_DIR": t.TempDir(),
-	}
-	for i := 0; i+1 < len(overrides); i += 2 {
-		vars[overrides[i]] = overrides[i+1]
-	}
-	return vars
-}
-
-func TestSIGTERMLetsInFlightRequestsFinish(t *testing.T) {
-	t.Parallel()
-	dsn := newTestDatabase(t)
-	// A slow hash makes a login that is surely in flight when the signal
-	// comes.
-	env := testEnv(t, dsn, "MYAPI_BCRYPT_COST", "10")
-	createUser(t, env, "Ada", "ada@example.com", "correct horse")
-	seedMovies(t, openTestDB(t, dsn))
-	p := startProcess(t, processEnv(t, dsn, "MYAPI_SHUTDOWN_TIMEOUT", "20s", "MYAPI_BCRYPT_COST", "10"))
-	app := &testApp{url: p.url, client: &http.Client{}}
-	auth := bearer(app.token(t, "ada@example.com", "correct horse"))
-
-	// Clients loop until the server stops taking requests. Every
-	// response that started must arrive whole.
-	var wg sync.WaitGroup
-	var completed atomic.Int64
-	stop := make(chan struct{})
-	for range 4 {
-		wg.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				res, err := app.client.Do(mustRequest(t, "GET", p.url+"/movies/?movie_id=1", auth))
-				if err != nil {
-					return // refused: the server has stopped accepting
-				}
-				body, err := io.ReadAll(res.Body)
-				res.Body.Close()
-				if err != nil || res.StatusCode != 200 || string(body) != shawshank {
-					t.Errorf("a response was cut off: %d %q %v", res.StatusCode, body, err)
-					return
-				}
-				completed.Add(1)
-			}
-		})
-	}
-	login := make(chan response, 1)
-	go func() { login <- app.login(t, "ada@example.com", "correct horse") }()
-	time.Sleep(30 * time.Millisecond) // the login is now hashing (75ms at cost 10, more under -race)
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	if res := <-login; res.status != 200 {
-		t.Errorf("the in-flight login got %d %s", res.status, res.body)
-	}
-	select {
-	case err := <-p.exited:
-		if err != nil {
-			t.Errorf("exit: %v\n%s", err, p.stderr)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("myapi did not exit after SIGTERM")
-	}
-	close(stop)
-	wg.Wait()
-	if completed.Load() == 0 {
-		t.Error("no request completed")
-	}
-	if _, err := http.Get(p.url + "/healthz"); err == nil {
-		t.Error("still accepting after exit")
-	}
-	p.exited <- nil // for the cleanup
-	if !strings.Contains(p.stderr.String(), "stopped") {
-		t.Errorf("no clean stop in the log:\n%s", p.stderr)
 	}
 }
 
@@ -653,6 +345,13 @@ func accountClaims(t testing.TB, db *sql.DB, email string) tokenClaims {
 	return tokenClaims{Sub: email, Stamp: stamp.String, IssuedAt: now, ExpiresAt: now.Add(time.Hour)}
 }
 
+// signedBearer is an Authorization header with a token signed by hand
+// for the user with email in db.
+func signedBearer(t testing.TB, db *sql.DB, email string) http.Header {
+	t.Helper()
+	return bearer(signToken([]byte(testTokenKey), accountClaims(t, db, email)))
+}
+
 // newTestHandler is the real handler stack on a test database with a
 // clock the test controls.
 func newTestHandler(t testing.TB, dsn string, now func() time.Time) *httptest.Server {
@@ -670,4 +369,305 @@ func newTestHandler(t testing.TB, dsn string, now func() time.Time) *httptest.Se
 func testDeps(log *slog.Logger, db *sql.DB) deps {
 	return deps{log: log, store: newStore(db, time.Now), keys: [][]byte{[]byte(testTokenKey)},
 		tokenTTL: time.Hour, now: time.Now, bcrypt: newBcryptLimiter(4, 1)}
+}
+
+// serveHandler serves h until the test ends.
+func serveHandler(t testing.TB, h http.Handler) *testApp {
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return &testApp{url: srv.URL, client: srv.Client()}
+}
+
+// testClock is a clock that moves only when the test moves it.
+type testClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *testClock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+
+func (c *testClock) add(d time.Duration) { c.mu.Lock(); defer c.mu.Unlock(); c.t = c.t.Add(d) }
+
+// execer is a pool or a transaction.
+type execer interface {
+	Exec(string, ...any) (sql.Result, error)
+}
+
+// mustExec runs a statement on db or fails the test.
+func mustExec(t testing.TB, db execer, query string, args ...any) {
+	t.Helper()
+	if _, err := db.Exec(query, args...); err != nil {
+		t.Fatalf("%s: %v", query, err)
+	}
+}
+
+// lockTables takes a lock in mode on tables, in a transaction of its own
+// connection to dsn that lasts until the test rolls it back or ends.
+func lockTables(t testing.TB, dsn, mode string, tables ...string) *sql.Tx {
+	t.Helper()
+	tx, err := openTestDB(t, dsn).Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tx.Rollback() })
+	for _, table := range tables {
+		mustExec(t, tx, "LOCK TABLE "+table+" IN "+mode+" MODE")
+	}
+	return tx
+}
+
+func TestServeOperationalRoutes(t *testing.T) {
+	t.Parallel()
+	app := startApp(t, testEnv(t, newTestDatabase(t)))
+	const notFound = `{"detail":"Not Found"}`
+	cases := []struct {
+		method, path string
+		status       int
+		body         string
+		header       map[string]string
+	}{
+		{"GET", "/healthz", 200, `{"status":"ok"}`, map[string]string{"Content-Type": "application/json"}},
+		{"GET", "/readyz", 200, `{"status":"ok"}`, nil},
+		{"HEAD", "/healthz", 200, ``, nil},
+		{"GET", "/no/such/path", 404, notFound, map[string]string{"Content-Type": "application/json"}},
+		{"POST", "/healthz", 405, `{"detail":"Method Not Allowed"}`, map[string]string{"Allow": "GET, HEAD"}},
+		{"DELETE", "/token", 405, `{"detail":"Method Not Allowed"}`, map[string]string{"Allow": "POST"}},
+		{"GET", "/movies/new/?year=1&rating=2", 307, ``, map[string]string{"Location": "/movies/new?year=1&rating=2"}},
+		{"POST", "/token/", 307, ``, map[string]string{"Location": "/token"}},
+		{"GET", "/healthz/", 307, ``, map[string]string{"Location": "/healthz"}},
+		// ServeMux would redirect these to the clean path; the original has no route.
+		{"GET", "/movies//?movie_id=1", 404, notFound, map[string]string{"Content-Type": "application/json"}},
+		{"GET", "//healthz", 404, notFound, nil},
+		{"GET", "/token/../healthz", 404, notFound, nil},
+		{"GET", "/./healthz", 404, notFound, nil},
+		// Escaped paths route as their decoded form, as in the original.
+		{"GET", "/%68ealthz", 200, `{"status":"ok"}`, nil},
+		{"GET", "/movies%2Fnew?year=1&rating=2", 401, `{"detail":"Invalid token"}`, map[string]string{"WWW-Authenticate": "Bearer"}},
+		{"GET", "/movies%2F?movie_id=1", 401, `{"detail":"Invalid token"}`, nil},
+		{"POST", "/token%2F", 307, ``, map[string]string{"Location": "/token"}},
+		{"GET", "/movies%2F..%2Fhealthz", 404, notFound, nil},
+	}
+	for _, c := range cases {
+		res := app.do(t, c.method, c.path, nil, nil)
+		res.expect(t, c.status, c.body)
+		for k, v := range c.header {
+			if got := res.header.Get(k); got != v {
+				t.Errorf("%s %s: %s = %q, want %q", c.method, c.path, k, got, v)
+			}
+		}
+		if got := res.header.Get("X-Content-Type-Options"); got != "nosniff" {
+			t.Errorf("%s %s: X-Content-Type-Options = %q", c.method, c.path, got)
+		}
+	}
+}
+
+func TestReadyzFollowsTheDatabase(t *testing.T) {
+	t.Parallel()
+	// A cluster of its own, since this test stops it under the server;
+	// durable, since it stops it the hard way.
+	cluster, err := startLocalDB(context.Background(), t.TempDir(), localDBOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { killCluster(cluster) })
+	env := testEnv(t, cluster.DSN(localDBName))
+	if _, _, err := runCmd(t, env, "", "migrate"); err != nil {
+		t.Fatal(err)
+	}
+	createUser(t, env, "Ada", "ada@example.com", "correct horse")
+	app := startApp(t, env)
+	app.do(t, "GET", "/readyz", nil, nil).expect(t, 200, `{"status":"ok"}`)
+	auth := bearer(app.token(t, "ada@example.com", "correct horse"))
+
+	if err := killCluster(cluster); err != nil {
+		t.Fatal(err)
+	}
+	unavailable := `{"detail":"Service unavailable"}`
+	app.do(t, "GET", "/readyz", nil, nil).expect(t, 503, unavailable)
+	app.do(t, "GET", "/movies/?movie_id=1", auth, nil).expect(t, 503, unavailable)
+	app.login(t, "ada@example.com", "correct horse").expect(t, 503, unavailable)
+	app.do(t, "GET", "/healthz", nil, nil).expect(t, 200, `{"status":"ok"}`)
+
+	if _, err := startLocalDB(context.Background(), cluster.dir, localDBOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// The pool may hold connections the restart broke; it drops each
+	// as it fails, so readiness returns within a few tries.
+	for deadline := time.Now().Add(10 * time.Second); app.do(t, "GET", "/readyz", nil, nil).status != 200; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("/readyz still fails 10s after the database came back")
+		}
+	}
+	app.do(t, "GET", "/movies/?movie_id=1", auth, nil).expect(t, 404, `{"detail":"Movie not found"}`)
+	if strings.Contains(app.logs.String(), "password") {
+		t.Errorf("a log line mentions a password:\n%s", app.logs)
+	}
+}
+
+func TestRunUsage(t *testing.T) {
+	t.Parallel()
+	getenv := func(string) string { return "" }
+	for _, args := range [][]string{nil, {"frobnicate"}, {"serve", "-nope"}, {"migrate", "extra"}, {"create-user", "-name", "x"}} {
+		if _, stderr, err := runCmd(t, getenv, "", args...); !errors.Is(err, errUsage) || stderr == "" {
+			t.Errorf("run %q = %v, stderr %q; want errUsage and the usage", args, err, stderr)
+		}
+	}
+	for _, arg := range []string{"help", "-h"} {
+		if stdout, _, err := runCmd(t, getenv, "", arg); err != nil || !strings.Contains(stdout, "create-user") {
+			t.Errorf("run %s = %v, printed %q; want the usage", arg, err, stdout)
+		}
+	}
+}
+
+func TestServeRefusesMissingProductionSettings(t *testing.T) {
+	t.Parallel()
+	env := testEnv(t, "", "MYAPI_ENV", "prod", "MYAPI_TOKEN_KEY", "", "MYAPI_TOKEN_KEY_PREVIOUS", "short-secret-value")
+	stdout, stderr, err := runCmd(t, env, "", "serve")
+	if err == nil {
+		t.Fatal("serve started without a database or key")
+	}
+	// One line per problem, in order.
+	want := regexp.MustCompile(`^MYAPI_DATABASE__PROD is required.*\nMYAPI_TOKEN_KEY is required.*\nMYAPI_TOKEN_KEY_PREVIOUS: key 1 is too short.*$`)
+	if !want.MatchString(err.Error()) {
+		t.Errorf("got the problems\n%v\nwant them to match %s", err, want)
+	}
+	if strings.Contains(err.Error()+stdout+stderr, "short-secret-value") {
+		t.Error("the error shows a secret")
+	}
+}
+
+// TestMigrate runs migrate four times at once while a transaction writes
+// to every table: a migration with nothing to do takes no lock that
+// waits. Then the command, twice in each environment: outside dev it
+// loads no movies; in dev the eight samples, idempotently too.
+func TestMigrate(t *testing.T) {
+	t.Parallel()
+	dsn := newTestDatabase(t)
+	db := openTestDB(t, dsn)
+	write := lockTables(t, dsn, "ROW EXCLUSIVE", "myapi.users", "myapi.movies", "myapi.login_failures")
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			if err := migrate(context.Background(), db, false); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if d := time.Since(start); d > migrateLockTimeout/2 {
+		t.Errorf("migrate took %v beside a write", d)
+	}
+	write.Rollback()
+	for _, c := range []struct{ env, want string }{{"test", "0 movies, movie 6 NULL"}, {"dev", "8 movies, movie 6 'Schindler''s List'"}} {
+		for range 2 {
+			if _, stderr, err := runCmd(t, testEnv(t, dsn, "MYAPI_ENV", c.env, "MYAPI_DATABASE__DEV", dsn), "", "migrate"); err != nil {
+				t.Fatalf("migrate: %v\n%s", err, stderr)
+			}
+		}
+		var got string
+		err := db.QueryRow("SELECT format('%s movies, movie 6 %L', count(*), max(title) FILTER (WHERE movie_id = 6)) FROM myapi.movies").Scan(&got)
+		if err != nil || got != c.want {
+			t.Errorf("MYAPI_ENV=%s: %s, %v; want %s", c.env, got, err, c.want)
+		}
+	}
+}
+
+// process is myapi running as a real process: this test binary, which
+// runs main when MYAPI_TEST_AS_MAIN is set.
+type process struct {
+	cmd    *exec.Cmd
+	url    string
+	stderr *syncBuffer
+	exited chan error
+}
+
+// startProcess runs "myapi serve" as a child process with the variables
+// vars and waits until it listens.
+func startProcess(t *testing.T, vars map[string]string) *process {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "serve")
+	cmd.Env = []string{"MYAPI_TEST_AS_MAIN=1", "PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
+	for k, v := range vars {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	p := &process{cmd: cmd, stderr: &syncBuffer{}, exited: make(chan error, 1)}
+	cmd.Stderr = p.stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.exited <- cmd.Wait() }()
+	t.Cleanup(func() { cmd.Process.Kill(); <-p.exited })
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		t.Fatalf("myapi did not start: %v\n%s", err, p.stderr)
+	}
+	p.url = strings.TrimSpace(strings.TrimPrefix(line, "myapi listening on "))
+	return p
+}
+
+func TestSIGTERMLetsInFlightRequestsFinish(t *testing.T) {
+	t.Parallel()
+	dsn := newTestDatabase(t)
+	// A slow hash makes a login that is surely in flight when the signal
+	// comes.
+	createUser(t, testEnv(t, dsn, "MYAPI_BCRYPT_COST", "10"), "Ada", "ada@example.com", "correct horse")
+	seedMovies(t, openTestDB(t, dsn))
+	p := startProcess(t, processEnv(t, dsn, "MYAPI_SHUTDOWN_TIMEOUT", "20s"))
+	app := &testApp{url: p.url, client: &http.Client{}}
+	auth := bearer(app.token(t, "ada@example.com", "correct horse"))
+
+	// Clients loop until the server stops taking requests. Every
+	// response that started must arrive whole.
+	var wg sync.WaitGroup
+	var completed atomic.Int64
+	for range 4 {
+		wg.Go(func() {
+			for {
+				res, err := app.client.Do(mustRequest(t, "GET", p.url+"/movies/?movie_id=1", auth))
+				if err != nil {
+					return // refused: the server has stopped accepting
+				}
+				body, err := io.ReadAll(res.Body)
+				res.Body.Close()
+				if err != nil || res.StatusCode != 200 || string(body) != shawshank {
+					t.Errorf("a response was cut off: %d %q %v", res.StatusCode, body, err)
+					return
+				}
+				completed.Add(1)
+			}
+		})
+	}
+	login := make(chan response, 1)
+	go func() { login <- app.login(t, "ada@example.com", "correct horse") }()
+	time.Sleep(30 * time.Millisecond) // the login is now hashing (75ms at cost 10, more under -race)
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if res := <-login; res.status != 200 {
+		t.Errorf("the in-flight login got %d %s", res.status, res.body)
+	}
+	select {
+	case err := <-p.exited:
+		if err != nil {
+			t.Errorf("exit: %v\n%s", err, p.stderr)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("myapi did not exit after SIGTERM")
+	}
+	wg.Wait()
+	if completed.Load() == 0 {
+		t.Error("no request completed")
+	}
+	if _, err := http.Get(p.url + "/healthz"); err == nil {
+		t.Error("still accepting after exit")
+	}
+	p.exited <- nil // for the cleanup
+	if !strings.Contains(p.stderr.String(), "stopped") {
+		t.Errorf("no clean stop in the log:\n%s", p.stderr)
+	}
 }
