@@ -671,3 +671,13 @@ func TestSIGTERMLetsInFlightRequestsFinish(t *testing.T) {
 		t.Errorf("no clean stop in the log:\n%s", p.stderr)
 	}
 }
+
+// sampleApp serves a fresh database with samples.sql (see seedMovies) and
+// the user Ada, and returns it with her bearer token.
+func sampleApp(t *testing.T) (*testApp, http.Header) {
+	t.Helper()
+	dsn, env := databaseWithAda(t)
+	seedMovies(t, openTestDB(t, dsn))
+	app := startApp(t, env)
+	return app, bearer(app.token(t, "ada@example.com", "correct horse"))
+}

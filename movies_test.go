@@ -19,15 +19,6 @@ func seedMovies(t testing.TB, db *sql.DB) {
 	mustExec(t, db, samplesSQL)
 }
 
-// moviesApp serves a seeded database and returns it with a valid token.
-func moviesApp(t *testing.T) (*testApp, http.Header) {
-	t.Helper()
-	dsn, env := databaseWithAda(t)
-	seedMovies(t, openTestDB(t, dsn))
-	app := startApp(t, env)
-	return app, bearer(app.token(t, "ada@example.com", "correct horse"))
-}
-
 const (
 	shawshank  = `{"movie_id":1,"title":"The Shawshank Redemption","released":1994,"rating":9.2}`
 	darkKnight = `{"movie_id":3,"title":"The Dark Knight","released":2008,"rating":9.0}`
@@ -37,7 +28,7 @@ const (
 
 func TestGetMovie(t *testing.T) {
 	t.Parallel()
-	app, auth := moviesApp(t)
+	app, auth := sampleApp(t)
 	get := func(path string, status int, body string) {
 		t.Helper()
 		res := app.do(t, "GET", path, auth, nil)
@@ -79,7 +70,7 @@ func TestGetMovie(t *testing.T) {
 
 func TestNewMovies(t *testing.T) {
 	t.Parallel()
-	app, auth := moviesApp(t)
+	app, auth := sampleApp(t)
 	get := func(query string, status int, body string) {
 		t.Helper()
 		if res := app.do(t, "GET", "/movies/new?"+query, auth, nil); res.status != status || res.body != body {
