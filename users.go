@@ -41,26 +41,23 @@ func runCreateUser(ctx context.Context, cfg config, args []string, stdin io.Read
 		return err
 	}
 	if err := validateNewUser(*name, *email, password); err != nil {
-		return commandFailed("create-user", err)
+		return fmt.Errorf("create-user: %w", err)
 	}
-	s, closeDB, err := openStore(ctx, "create-user", cfg, newLogger(stderr, cfg.LogFormat))
-	if err != nil {
-		return err
-	}
-	defer closeDB()
-	hash, err := bcrypt.GenerateFromPassword([]byte(password), cfg.BcryptCost)
-	if err != nil {
-		return fmt.Errorf("create-user: hash password: %w", err)
-	}
-	id, err := s.createUser(ctx, *name, *email, string(hash))
-	if errors.Is(err, errDuplicate) {
-		return fmt.Errorf("create-user: a user with email %s already exists", *email)
-	}
-	if err != nil {
-		return commandFailed("create-user", err)
-	}
-	fmt.Fprintf(stdout, "create-user: created user %d, %s\n", id, *email)
-	return nil
+	return withStore(ctx, "create-user", cfg, stderr, func(s *store) error {
+		hash, err := bcrypt.GenerateFromPassword([]byte(password), cfg.BcryptCost)
+		if err != nil {
+			return fmt.Errorf("hash password: %w", err)
+		}
+		id, err := s.createUser(ctx, *name, *email, string(hash))
+		if errors.Is(err, errDuplicate) {
+			return fmt.Errorf("a user with email %s already exists", *email)
+		}
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "create-user: created user %d, %s\n", id, *email)
+		return nil
+	})
 }
 
 // runListUsers is the list-users command: a line per user, its fields
@@ -71,29 +68,26 @@ func runListUsers(ctx context.Context, cfg config, args []string, _ io.Reader, s
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return err
 	}
-	s, closeDB, err := openStore(ctx, "list-users", cfg, newLogger(stderr, cfg.LogFormat))
-	if err != nil {
-		return err
-	}
-	defer closeDB()
-	accounts, err := s.listAccounts(ctx)
-	if err != nil {
-		return commandFailed("list-users", err)
-	}
-	if *asJSON {
-		return json.NewEncoder(stdout).Encode(accounts)
-	}
-	for _, a := range accounts {
-		fmt.Fprintf(stdout, "%d\t%s\t%s\n", a.ID, fieldEscaper.Replace(a.Name), fieldEscaper.Replace(a.Email))
-	}
-	return nil
+	return withStore(ctx, "list-users", cfg, stderr, func(s *store) error {
+		accounts, err := s.listAccounts(ctx)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return json.NewEncoder(stdout).Encode(accounts)
+		}
+		for _, a := range accounts {
+			fmt.Fprintf(stdout, "%d\t%s\t%s\n", a.ID, fieldEscaper.Replace(a.Name), fieldEscaper.Replace(a.Email))
+		}
+		return nil
+	})
 }
 
 // fieldEscaper keeps list-users' lines one user each, one field per tab.
 var fieldEscaper = strings.NewReplacer(`\`, `\\`, "\t", `\t`, "\n", `\n`, "\r", `\r`)
 
-// runSetPassword is the set-password command. It revokes every token
-// issued before, and clears the account's login failures.
+// runSetPassword is the set-password command. The account's new security
+// stamp revokes every token issued before; its login failures are cleared.
 func runSetPassword(ctx context.Context, cfg config, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("set-password", flag.ContinueOnError)
 	email := fs.String("email", "", "the user's email")
@@ -108,30 +102,21 @@ func runSetPassword(ctx context.Context, cfg config, args []string, stdin io.Rea
 	if err := checkPassword(password); err != nil {
 		return fmt.Errorf("set-password: %s: %w", *email, err)
 	}
-	s, closeDB, err := openStore(ctx, "set-password", cfg, newLogger(stderr, cfg.LogFormat))
-	if err != nil {
-		return err
-	}
-	defer closeDB()
-	hash, err := bcrypt.GenerateFromPassword([]byte(password), cfg.BcryptCost)
-	if err != nil {
-		return fmt.Errorf("set-password: hash password: %w", err)
-	}
-	err = s.setPassword(ctx, *email, string(hash))
-	if errors.Is(err, errNotFound) {
-		return fmt.Errorf("set-password: no user with email %s", *email)
-	}
-	if err == nil {
-		err = s.clearFailures(ctx, accountKey(*email))
-	}
-	if err == nil {
-		err = waitForServers(ctx)
-	}
-	if err != nil {
-		return commandFailed("set-password", err)
-	}
-	fmt.Fprintf(stdout, "set-password: changed the password of %s; older tokens are refused\n", *email)
-	return nil
+	return withStore(ctx, "set-password", cfg, stderr, func(s *store) error {
+		hash, err := bcrypt.GenerateFromPassword([]byte(password), cfg.BcryptCost)
+		if err != nil {
+			return fmt.Errorf("hash password: %w", err)
+		}
+		err = s.setPassword(ctx, *email, string(hash))
+		if errors.Is(err, errNotFound) {
+			return fmt.Errorf("no user with email %s", *email)
+		}
+		if err := errors.Join(err, s.clearFailures(ctx, accountKey(*email))); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "set-password: changed the password of %s; older tokens are refused\n", *email)
+		return waitForServers(ctx)
+	})
 }
 
 // runDeleteUser is the delete-user command: requireUser refuses the
@@ -142,23 +127,17 @@ func runDeleteUser(ctx context.Context, cfg config, args []string, _ io.Reader, 
 	if err := parseFlags(fs, args, stderr, "email"); err != nil {
 		return err
 	}
-	s, closeDB, err := openStore(ctx, "delete-user", cfg, newLogger(stderr, cfg.LogFormat))
-	if err != nil {
-		return err
-	}
-	defer closeDB()
-	err = s.deleteUser(ctx, *email)
-	if errors.Is(err, errNotFound) {
-		return fmt.Errorf("delete-user: no user with email %s", *email)
-	}
-	if err == nil {
-		err = waitForServers(ctx)
-	}
-	if err != nil {
-		return commandFailed("delete-user", err)
-	}
-	fmt.Fprintf(stdout, "delete-user: deleted %s\n", *email)
-	return nil
+	return withStore(ctx, "delete-user", cfg, stderr, func(s *store) error {
+		err := s.deleteUser(ctx, *email)
+		if errors.Is(err, errNotFound) {
+			return fmt.Errorf("no user with email %s", *email)
+		}
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "delete-user: deleted %s\n", *email)
+		return waitForServers(ctx)
+	})
 }
 
 // runUnblock is the unblock command: it clears the login failures of an
@@ -181,19 +160,31 @@ func runUnblock(ctx context.Context, cfg config, args []string, _ io.Reader, std
 		}
 		key, who = clientKey(addr), "client "+*client
 	}
-	s, closeDB, err := openStore(ctx, "unblock", cfg, newLogger(stderr, cfg.LogFormat))
+	return withStore(ctx, "unblock", cfg, stderr, func(s *store) error {
+		if err := s.clearFailures(ctx, key); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "unblock: cleared the login failures of %s\n", who)
+		return waitForServers(ctx)
+	})
+}
+
+// withStore opens cfg's database for the account command cmd and runs f
+// with it. f's error is named after cmd, and one from a database without
+// the schema the command needs says what to run.
+func withStore(ctx context.Context, cmd string, cfg config, stderr io.Writer, f func(*store) error) error {
+	s, closeDB, err := openStore(ctx, cmd, cfg, newLogger(stderr, cfg.LogFormat))
 	if err != nil {
 		return err
 	}
 	defer closeDB()
-	err = s.clearFailures(ctx, key)
-	if err == nil {
-		err = waitForServers(ctx)
+	err = f(s)
+	if schemaMissing(err) {
+		return fmt.Errorf("%s: the database's myapi schema is missing or out of date: run the migrate command first", cmd)
 	}
 	if err != nil {
-		return commandFailed("unblock", err)
+		return fmt.Errorf("%s: %w", cmd, err)
 	}
-	fmt.Fprintf(stdout, "unblock: cleared the login failures of %s\n", who)
 	return nil
 }
 
@@ -201,23 +192,12 @@ func runUnblock(ctx context.Context, cfg config, args []string, _ io.Reader, std
 // before the change just committed (memory.go), so that the change holds
 // on all of them when the command returns.
 func waitForServers(ctx context.Context) error {
-	t := time.NewTimer(memoryTTL)
-	defer t.Stop()
 	select {
-	case <-t.C:
+	case <-time.After(memoryTTL):
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-}
-
-// commandFailed names the command in err, and says what to run when the
-// database lacks the schema the command needs.
-func commandFailed(cmd string, err error) error {
-	if schemaMissing(err) {
-		return fmt.Errorf("%s: the database's myapi schema is missing or out of date: run the migrate command first", cmd)
-	}
-	return fmt.Errorf("%s: %w", cmd, err)
 }
 
 // passwordFlags adds -password and -password-stdin to fs. After parsing,
