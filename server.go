@@ -26,9 +26,8 @@ type deps struct {
 	trusted  []netip.Prefix // proxies whose X-Forwarded-For is believed
 }
 
-// routes lists myapi's whole HTTP surface, one line a route, and which
-// routes need a user (authed). newHandler hands each to the mux; the
-// OpenAPI drift test reads the same list.
+// routes lists the whole HTTP surface, one line a route, and which routes
+// need a user (authed). The OpenAPI drift test reads the same list.
 func routes(d deps, handle func(pattern string, h http.Handler)) {
 	authed := func(h http.Handler) http.Handler { return requireUser(d, h) }
 
@@ -42,8 +41,7 @@ func routes(d deps, handle func(pattern string, h http.Handler)) {
 	handle("GET /docs", handleDocs())
 }
 
-// newHandler returns the handler that serves every route, with the
-// middleware that wraps them all.
+// newHandler serves every route, with the middleware that wraps them all.
 func newHandler(d deps) http.Handler {
 	mux := http.NewServeMux()
 	routes(d, mux.Handle)
@@ -93,8 +91,8 @@ func handleReadyz(d deps) http.Handler {
 }
 
 // handleNoRoute answers what the mux does not route, in JSON: 405 with
-// Allow, 307 to the other trailing-slash form when that one has a route (as
-// the original does), or 404.
+// Allow, 307 to the other trailing-slash form when it has a route (as the
+// original does), or 404.
 func handleNoRoute(mux *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if allow := allowedMethods(mux, r, r.URL.Path); allow != nil {
@@ -148,10 +146,8 @@ func decodedPaths(h http.Handler) http.Handler {
 			return
 		}
 		if r.URL.RawPath != "" {
-			u := *r.URL
-			u.RawPath = ""
-			r = r.WithContext(r.Context())
-			r.URL = &u
+			r = r.Clone(r.Context()) // a handler must not change the request it was given
+			r.URL.RawPath = ""
 		}
 		h.ServeHTTP(w, r)
 	})
@@ -182,8 +178,8 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Write(bytes.TrimSuffix(buf.Bytes(), []byte("\n")))
 }
 
-// requestLog is what a request's log line holds beyond what logRequests
-// sees itself; it travels in the request's context.
+// requestLog travels in a request's context: its id, and what handlers add
+// to its log line.
 type requestLog struct {
 	id    string
 	attrs []slog.Attr
@@ -226,11 +222,9 @@ func (h requestIDHandler) WithGroup(name string) slog.Handler {
 // requestID keeps a client's X-Request-ID when it is short and plain, so
 // it cannot forge log lines, and makes a new one otherwise.
 func requestID(r *http.Request) string {
+	const plain = "-_.0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 	id := r.Header.Get("X-Request-ID")
-	plain := func(c rune) bool {
-		return c == '-' || c == '_' || c == '.' || c >= '0' && c <= '9' || c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z'
-	}
-	if id == "" || len(id) > 64 || strings.ContainsFunc(id, func(c rune) bool { return !plain(c) }) {
+	if id == "" || len(id) > 64 || strings.Trim(id, plain) != "" {
 		return rand.Text()[:16]
 	}
 	return id
@@ -257,7 +251,7 @@ func logRequests(log *slog.Logger, h http.Handler) http.Handler {
 	})
 }
 
-// statusRecorder remembers the status and size of a response.
+// statusRecorder remembers a response's status and size, for the log.
 type statusRecorder struct {
 	http.ResponseWriter
 	status      int
