@@ -5,10 +5,10 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
@@ -17,9 +17,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 )
 
-// minKeyBytes is the shortest HS256 key accepted: RFC 7518 §3.2 asks for a
-// key at least as long as the hash output.
-const minKeyBytes = 32
+const minKeyBytes = 32 // RFC 7518 §3.2: an HS256 key is at least as long as the hash
 
 // config is everything myapi reads from its environment.
 type config struct {
@@ -37,25 +35,23 @@ type config struct {
 	Dir             string         // local state: dev token key and dev cluster
 }
 
-// loadConfig reads the configuration from getenv, then from the file
-// MYAPI_DOTENV names (default .env; a missing file is fine). It reports every
-// problem at once and never includes a secret value in an error.
+// loadConfig reads getenv, then the file MYAPI_DOTENV names (default .env, if
+// it exists). It reports every problem at once, and never a secret value.
 func loadConfig(getenv func(string) string) (config, error) {
 	file, err := readDotenv(cmp.Or(getenv("MYAPI_DOTENV"), ".env"))
-	if err != nil {
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return config{}, err
 	}
 	get := func(key, def string) string { return cmp.Or(getenv(key), file[key], def) }
 	var problems []string
 	bad := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
-
 	cfg := config{
 		Env:       strings.ToLower(get("MYAPI_ENV", "dev")),
 		Addr:      get("MYAPI_ADDR", "127.0.0.1:8000"),
 		LogFormat: get("MYAPI_LOG_FORMAT", "text"),
 		Dir:       get("MYAPI_DIR", ".myapi"),
 	}
-	dev := cfg.Env == "dev"
+	dev := cfg.Env == "dev" // dev has a local cluster and devTokenKey
 	dbVar := "MYAPI_DATABASE__" + strings.ToUpper(cfg.Env)
 	if cfg.DatabaseURL = get(dbVar, ""); cfg.DatabaseURL == "" && !dev {
 		bad("%s is required when MYAPI_ENV is %q (a PostgreSQL URL or DSN)", dbVar, cfg.Env)
@@ -72,19 +68,16 @@ func loadConfig(getenv func(string) string) (config, error) {
 		for i, key := range strings.Split(prev, ",") {
 			if key = strings.TrimSpace(key); len(key) < minKeyBytes {
 				bad("MYAPI_TOKEN_KEY_PREVIOUS: key %d is too short: %d bytes, need at least %d", i+1, len(key), minKeyBytes)
-				continue
 			}
-			cfg.PreviousKeys = append(cfg.PreviousKeys, []byte(key))
+			cfg.PreviousKeys = append(cfg.PreviousKeys, []byte(key)) // discarded with any problem
 		}
 	}
-
-	cfg.TokenTTL = parseDuration(get, "MYAPI_TOKEN_TTL", "60m", bad)
-	cfg.ShutdownTimeout = parseDuration(get, "MYAPI_SHUTDOWN_TIMEOUT", "10s", bad)
-	cfg.BcryptCost = parseInt(get, "MYAPI_BCRYPT_COST", 12, bcrypt.MinCost, bcrypt.MaxCost, bad)
+	cfg.TokenTTL = positiveDuration(get, "MYAPI_TOKEN_TTL", "60m", bad)
+	cfg.ShutdownTimeout = positiveDuration(get, "MYAPI_SHUTDOWN_TIMEOUT", "10s", bad)
+	cfg.BcryptCost = intInRange(get, "MYAPI_BCRYPT_COST", 12, bcrypt.MinCost, bcrypt.MaxCost, bad)
 	// PostgreSQL wants about two connections per core; a few more cover
 	// requests waiting on the network rather than on the CPU.
-	cfg.DBMaxConns = parseInt(get, "MYAPI_DB_MAX_CONNS", 4*runtime.NumCPU()+2, 1, 1000, bad)
-
+	cfg.DBMaxConns = intInRange(get, "MYAPI_DB_MAX_CONNS", 4*runtime.NumCPU()+2, 1, 1000, bad)
 	if cfg.LogFormat != "text" && cfg.LogFormat != "json" {
 		bad("MYAPI_LOG_FORMAT must be text or json, not %q", cfg.LogFormat)
 	}
@@ -95,8 +88,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 	return cfg, nil
 }
 
-// parseDuration reads key as a positive duration, reporting a bad one.
-func parseDuration(get func(key, def string) string, key, def string, bad func(string, ...any)) time.Duration {
+func positiveDuration(get func(key, def string) string, key, def string, bad func(string, ...any)) time.Duration {
 	s := get(key, def)
 	d, err := time.ParseDuration(s)
 	if err != nil || d <= 0 {
@@ -105,8 +97,7 @@ func parseDuration(get func(key, def string) string, key, def string, bad func(s
 	return d
 }
 
-// parseInt reads key as a whole number from lo to hi, reporting a bad one.
-func parseInt(get func(key, def string) string, key string, def, lo, hi int, bad func(string, ...any)) int {
+func intInRange(get func(key, def string) string, key string, def, lo, hi int, bad func(string, ...any)) int {
 	s := get(key, strconv.Itoa(def))
 	n, err := strconv.Atoi(s)
 	if err != nil || n < lo || n > hi {
@@ -121,10 +112,9 @@ func parseProxies(list string, bad func(string, ...any)) (proxies []netip.Prefix
 		return nil
 	}
 	for _, s := range strings.Split(list, ",") {
-		a, err := netip.ParseAddr(strings.TrimSpace(s))
-		p := netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()) // an address is a prefix of its full length
-		if err != nil {
-			p, err = netip.ParsePrefix(strings.TrimSpace(s))
+		p, err := netip.ParsePrefix(strings.TrimSpace(s))
+		if a, aerr := netip.ParseAddr(strings.TrimSpace(s)); aerr == nil {
+			p, err = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil // a prefix of one address
 		}
 		if err != nil {
 			bad("MYAPI_TRUSTED_PROXIES: %q is not an IP address or CIDR prefix", s)
@@ -143,83 +133,63 @@ func devTokenKey(dir string) ([]byte, error) {
 // readOrCreateSecret returns the secret kept in path, first writing a new one
 // (0600) when the file is missing or shorter than minLen bytes.
 func readOrCreateSecret(path string, minLen int) ([]byte, error) {
-	b, err := os.ReadFile(path)
-	if err == nil && len(b) >= minLen {
+	switch b, err := os.ReadFile(path); {
+	case err == nil && len(b) >= minLen:
 		return b, nil
-	}
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+	case err != nil && !errors.Is(err, os.ErrNotExist):
 		return nil, err
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, err
 	}
-	b = []byte(rand.Text() + rand.Text()) // 52 base32 characters, 260 bits
-	if err := os.WriteFile(path, b, 0o600); err != nil {
-		return nil, err
-	}
-	return b, nil
+	b := []byte(rand.Text() + rand.Text()) // 52 base32 characters, 260 bits
+	return b, os.WriteFile(path, b, 0o600)
 }
 
-// readDotenv parses a .env file: KEY=VALUE lines, an optional "export "
-// prefix, # comments, blank lines, and single- or double-quoted values.
-// A missing file is an empty one.
+// readDotenv reads a .env file: KEY=VALUE lines, blank lines and # comments.
 func readDotenv(path string) (map[string]string, error) {
 	b, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
 	if err != nil {
 		return nil, err
 	}
 	vars := make(map[string]string)
 	for i, line := range strings.Split(string(b), "\n") {
-		key, value, ok, err := parseDotenvLine(line)
+		if line = strings.TrimSpace(line); line == "" || line[0] == '#' {
+			continue
+		}
+		key, value, err := parseDotenvLine(line)
 		if err != nil {
 			return nil, fmt.Errorf("%s:%d: %w", path, i+1, err)
 		}
-		if ok {
-			vars[key] = value
-		}
+		vars[key] = value
 	}
 	return vars, nil
 }
 
-// parseDotenvLine parses one line of a .env file. ok is false for a blank
-// line or a comment. Errors never quote the value: it may be a secret.
-func parseDotenvLine(line string) (key, value string, ok bool, err error) {
-	line = strings.TrimSpace(line)
-	if line == "" || line[0] == '#' {
-		return "", "", false, nil
-	}
-	key, value, found := strings.Cut(strings.TrimPrefix(line, "export "), "=")
+var envKey = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`) // a variable name
+
+// parseDotenvLine parses KEY=VALUE, with an optional "export " prefix and a
+// single- or double-quoted value. Errors never quote the value: it may be a secret.
+func parseDotenvLine(line string) (key, value string, err error) {
+	key, value, found := strings.Cut(strings.TrimPrefix(strings.TrimSpace(line), "export "), "=")
 	key, value = strings.TrimSpace(key), strings.TrimSpace(value)
 	switch {
 	case !found:
-		return "", "", false, errors.New("expected KEY=VALUE")
-	case !validEnvKey(key):
-		return "", "", false, errors.New("invalid variable name (letters, digits and _ only)")
-	case value != "" && (value[0] == '"' || value[0] == '\''):
-		q := value[:1]
-		inner, rest, closed := strings.Cut(value[1:], q)
-		if !closed {
-			return "", "", false, fmt.Errorf("%s: unterminated %s quote", key, q)
-		}
-		if rest = strings.TrimSpace(rest); rest != "" && rest[0] != '#' {
-			return "", "", false, fmt.Errorf("%s: unexpected text after the closing quote", key)
-		}
-		return key, inner, true, nil
+		return "", "", errors.New("expected KEY=VALUE")
+	case !envKey.MatchString(key):
+		return "", "", errors.New("invalid variable name (letters, digits and _ only)")
+	case value == "" || value[0] != '"' && value[0] != '\'':
+		// An unquoted value ends at " #", so "KEY=abc # note" is "abc";
+		// a # inside a word (a URL fragment, a password) is kept.
+		value, _, _ = strings.Cut(value, " #")
+		return key, strings.TrimSpace(value), nil
 	}
-	// An unquoted value ends at " #", so "KEY=abc # note" is "abc";
-	// a # inside a word (a URL fragment, a password) is kept.
-	value, _, _ = strings.Cut(value, " #")
-	return key, strings.TrimSpace(value), true, nil
-}
-
-func validEnvKey(key string) bool {
-	for i, c := range []byte(key) {
-		if !(c == '_' || c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || i > 0 && c >= '0' && c <= '9') {
-			return false
-		}
+	quoted, rest, closed := strings.Cut(value[1:], value[:1])
+	switch rest = strings.TrimSpace(rest); {
+	case !closed:
+		return "", "", fmt.Errorf("%s: unterminated %s quote", key, value[:1])
+	case rest != "" && rest[0] != '#':
+		return "", "", fmt.Errorf("%s: unexpected text after the closing quote", key)
 	}
-	return key != ""
+	return key, quoted, nil
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net"
 	"net/url"
 	"os"
@@ -18,41 +17,32 @@ import (
 	"syscall"
 )
 
-// The local dev database: a private PostgreSQL cluster under .myapi/, made from
-// the installed server binaries so that a fresh clone serves with nothing else
-// set up. The tests make their throwaway cluster the same way.
-//
-// Layout of dir:
-//
-//	pgdata/        the cluster (owned by the server's user)
-//	pgrun/         its unix socket and log (owned by the server's user)
-//	pg_password    the superuser's password, for the 127.0.0.1 fallback
-//	lock           serialises start-up between processes
 const (
-	localDBUser    = "myapi"
-	localDBName    = "myapi"
-	maxSocketPath  = 103 // sun_path is 104 bytes on macOS, 108 on Linux
-	localDBTimeout = 60  // seconds pg_ctl waits for start or stop
+	localDBUser   = "myapi"
+	localDBName   = "myapi"
+	maxSocketPath = 103 // sun_path is 104 bytes on macOS, 108 on Linux
 )
 
-// localDB is a running local cluster.
+// localDB is the dev database: a private PostgreSQL cluster, made from the
+// installed server binaries so that a fresh clone serves with nothing else set
+// up (the tests make their throwaway cluster the same way). Its dir holds the
+// lock that serialises start-up, the superuser's password (pg_password) and,
+// owned by the server's user, the cluster (pgdata/) and its socket and log (pgrun/).
 type localDB struct {
-	bindir, dir string
-	runAs       *syscall.Credential // nil unless we are root
-	host        string              // socket directory or 127.0.0.1
-	port        int
-	pass        string // the superuser's
-	started     bool   // this process started it, so it stops it
+	bindir, dir, dataDir, runDir string
+	runAs                        *syscall.Credential // nil unless we are root
+	host                         string              // socket directory or 127.0.0.1
+	port                         int
+	pass                         string // the superuser's
+	started                      bool   // this process started it, so it stops it
 }
 
-// localDBOptions tune a cluster; tests turn durability off for speed.
-type localDBOptions struct {
-	settings []string // extra "name=value" server settings
-}
+// localDBOptions tune a cluster: extra "name=value" server settings, with
+// which the tests turn durability off for speed.
+type localDBOptions struct{ settings []string }
 
 // startLocalDB starts the cluster under dir (creating it on first use), or
-// reuses it when it is already running, and waits until it accepts
-// connections.
+// reuses it when it is already running, and waits until it accepts connections.
 func startLocalDB(ctx context.Context, dir string, opts localDBOptions) (*localDB, error) {
 	bindir, err := findPostgres()
 	if err != nil {
@@ -73,34 +63,21 @@ func startLocalDB(ctx context.Context, dir string, opts localDBOptions) (*localD
 	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
 		return nil, fmt.Errorf("lock local database: %w", err)
 	}
-
-	db := &localDB{bindir: bindir, dir: dir}
-	if os.Geteuid() == 0 {
-		// initdb refuses root, and rightly: the server would have every privilege.
-		if db.runAs, err = unprivilegedUser(); err != nil {
-			return nil, err
-		}
-		if err := makeTraversable(dir); err != nil {
-			return nil, err
-		}
-	}
+	db := &localDB{bindir: bindir, dir: dir, dataDir: filepath.Join(dir, "pgdata"), runDir: filepath.Join(dir, "pgrun")}
 	if err := db.initdb(ctx); err != nil {
 		return nil, err
 	}
 	if err := db.start(ctx, opts); err != nil {
+		db.Stop() // if it got as far as starting the server
 		return nil, err
 	}
-	return db, db.createDatabase(ctx, localDBName)
+	return db, nil
 }
-
-func (db *localDB) dataDir() string { return filepath.Join(db.dir, "pgdata") }
-func (db *localDB) runDir() string  { return filepath.Join(db.dir, "pgrun") }
 
 // DSN is the connection string for database name on this cluster.
 func (db *localDB) DSN(name string) string {
 	q := url.Values{"host": {db.host}, "port": {strconv.Itoa(db.port)}, "sslmode": {"disable"}}
-	u := url.URL{Scheme: "postgres", User: url.UserPassword(localDBUser, db.pass), Path: "/" + name, RawQuery: q.Encode()}
-	return u.String()
+	return (&url.URL{Scheme: "postgres", User: url.UserPassword(localDBUser, db.pass), Path: "/" + name, RawQuery: q.Encode()}).String()
 }
 
 // Stop stops the cluster if this process started it.
@@ -109,20 +86,15 @@ func (db *localDB) Stop() error {
 		return nil
 	}
 	db.started = false
-	return db.pgctl(context.Background(), "stop", "-m", "fast", "-t", strconv.Itoa(localDBTimeout))
+	return db.pgctl(context.Background(), "stop", "-m", "fast")
 }
 
 // findPostgres returns the directory of the PostgreSQL server binaries:
-// pg_config's, initdb's on the PATH, else the newest Debian or Homebrew one.
+// pg_config's, one on the PATH, else the newest Debian or Homebrew one.
 func findPostgres() (string, error) {
-	var dirs []string
+	dirs := filepath.SplitList(os.Getenv("PATH"))
 	if out, err := exec.Command("pg_config", "--bindir").Output(); err == nil {
-		dirs = append(dirs, strings.TrimSpace(string(out)))
-	}
-	if p, err := exec.LookPath("initdb"); err == nil {
-		if p, err := filepath.EvalSymlinks(p); err == nil {
-			dirs = append(dirs, filepath.Dir(p))
-		}
+		dirs = slices.Insert(dirs, 0, strings.TrimSpace(string(out)))
 	}
 	for _, pattern := range []string{"/usr/lib/postgresql/*/bin", "/opt/homebrew/bin", "/usr/local/bin",
 		"/opt/homebrew/opt/postgresql*/bin", "/usr/local/opt/postgresql*/bin"} {
@@ -131,7 +103,7 @@ func findPostgres() (string, error) {
 		dirs = append(dirs, found...)
 	}
 	for _, d := range dirs {
-		if isExecutable(d, "initdb") && isExecutable(d, "pg_ctl") && isExecutable(d, "postgres") {
+		if filepath.IsAbs(d) && isExecutable(d, "initdb") && isExecutable(d, "pg_ctl") && isExecutable(d, "postgres") {
 			return d, nil
 		}
 	}
@@ -149,35 +121,32 @@ func isExecutable(dir, name string) bool {
 	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0
 }
 
-// unprivilegedUser picks the account the server runs as when we are root.
-func unprivilegedUser() (*syscall.Credential, error) {
-	for _, name := range []string{"postgres", "nobody"} {
-		if u, err := osuser.Lookup(name); err == nil {
-			uid, err1 := strconv.ParseUint(u.Uid, 10, 32)
-			gid, err2 := strconv.ParseUint(u.Gid, 10, 32)
-			if err1 == nil && err2 == nil {
-				return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
-			}
-		}
+// serverUser picks the account the server runs as when we are root, postgres
+// or else nobody, and lets it reach dir: dir and each of its parents that
+// lacks search (not read) permission for others gets it.
+func serverUser(dir string) (*syscall.Credential, error) {
+	u, err := osuser.Lookup("postgres")
+	if err != nil {
+		u, err = osuser.Lookup("nobody")
 	}
-	return nil, errors.New("running as root, and there is no postgres or nobody user to run the local PostgreSQL as")
-}
-
-// makeTraversable lets the server's user reach dir by adding search (not
-// read) permission to each of its parents that lacks it.
-func makeTraversable(dir string) error {
-	for d := dir; ; d = filepath.Dir(d) {
+	if err != nil {
+		return nil, errors.New("running as root, and there is no postgres or nobody user to run the local PostgreSQL as")
+	}
+	uid, err1 := strconv.ParseUint(u.Uid, 10, 32)
+	gid, err2 := strconv.ParseUint(u.Gid, 10, 32)
+	if err1 != nil || err2 != nil {
+		return nil, fmt.Errorf("user %s: uid %q or gid %q is not a number", u.Username, u.Uid, u.Gid)
+	}
+	for d, child := dir, ""; d != child; d, child = filepath.Dir(d), d { // up to the root
 		fi, err := os.Stat(d)
 		if err == nil && fi.Mode()&0o001 == 0 {
 			err = os.Chmod(d, fi.Mode()|0o001) // keeps setgid and sticky bits
 		}
 		if err != nil {
-			return fmt.Errorf("let the database user traverse %s: %w", d, err)
-		}
-		if d == filepath.Dir(d) {
-			return nil
+			return nil, fmt.Errorf("let the database user traverse %s: %w", d, err)
 		}
 	}
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
 }
 
 // initdb makes the cluster on first use, and its superuser's password. The
@@ -190,99 +159,84 @@ func (db *localDB) initdb(ctx context.Context) error {
 		return fmt.Errorf("local database password: %w", err)
 	}
 	db.pass = string(pass)
-	if err := errors.Join(os.MkdirAll(db.dataDir(), 0o700), os.MkdirAll(db.runDir(), 0o700)); err != nil {
+	if err := errors.Join(os.MkdirAll(db.dataDir, 0o700), os.MkdirAll(db.runDir, 0o700)); err != nil {
 		return err
 	}
-	if db.runAs != nil {
-		for _, p := range []string{db.dataDir(), db.runDir(), pwfile} {
+	if os.Geteuid() == 0 {
+		// initdb refuses root, and rightly: the server would have every privilege.
+		if db.runAs, err = serverUser(db.dir); err != nil {
+			return err
+		}
+		for _, p := range []string{db.dataDir, db.runDir, pwfile} {
 			if err := os.Chown(p, int(db.runAs.Uid), int(db.runAs.Gid)); err != nil {
 				return fmt.Errorf("hand %s to the database user: %w", p, err)
 			}
 		}
 	}
-	if _, err := os.Stat(filepath.Join(db.dataDir(), "PG_VERSION")); !errors.Is(err, fs.ErrNotExist) {
+	if _, err := os.Stat(filepath.Join(db.dataDir, "PG_VERSION")); !errors.Is(err, os.ErrNotExist) {
 		return nil // made already
 	}
-	return db.run(ctx, "initdb", "-D", db.dataDir(), "-U", localDBUser, "--pwfile", pwfile,
+	return db.run(ctx, "initdb", "-D", db.dataDir, "-U", localDBUser, "--pwfile", pwfile,
 		"-E", "UTF8", "--locale", "C", "--auth-local", "trust", "--auth-host", "scram-sha-256")
 }
 
-// start runs pg_ctl start unless the cluster already runs, then learns
-// where it listens from postmaster.pid.
+// start runs pg_ctl start unless the cluster already runs, reads where it
+// listens from postmaster.pid (port, socket directory and listen address on
+// lines 4 to 6), and creates the database localDBName unless it exists.
 func (db *localDB) start(ctx context.Context, opts localDBOptions) error {
 	if db.pgctl(ctx, "status") != nil {
-		// Listen on a unix socket in pgrun/ only. When its path would be too
-		// long for the kernel, listen on a free 127.0.0.1 port and make no
-		// socket at all: PostgreSQL refuses to start when it cannot make one.
-		settings := []string{"unix_socket_directories='" + db.runDir() + "'", "unix_socket_permissions=0700", "listen_addresses=''", "port=5432"}
-		if len(db.runDir())+len("/.s.PGSQL.5432") > maxSocketPath {
+		// A unix socket in pgrun/ only; if its path is too long for the kernel, a
+		// free 127.0.0.1 port and no socket, which PostgreSQL would fail to make.
+		settings := []string{"unix_socket_directories='" + db.runDir + "'", "unix_socket_permissions=0700", "listen_addresses=''", "port=5432"}
+		if len(db.runDir)+len("/.s.PGSQL.5432") > maxSocketPath {
 			port, err := freePort()
 			if err != nil {
 				return err
 			}
 			settings = []string{"unix_socket_directories=''", "listen_addresses='127.0.0.1'", "port=" + strconv.Itoa(port)}
 		}
-		settings = append(settings, opts.settings...)
-		if err := db.pgctl(ctx, "start", "-w", "-t", strconv.Itoa(localDBTimeout),
-			"-l", filepath.Join(db.runDir(), "postgres.log"), "-o", "-c "+strings.Join(settings, " -c ")); err != nil {
+		if err := db.pgctl(ctx, "start", "-w", "-l", filepath.Join(db.runDir, "postgres.log"),
+			"-o", "-c "+strings.Join(append(settings, opts.settings...), " -c ")); err != nil {
 			return err
 		}
 		db.started = true
 	}
-
-	// postmaster.pid holds the port (line 4), the socket directory (line 5)
-	// and the listen address (line 6) of the running server.
-	b, err := os.ReadFile(filepath.Join(db.dataDir(), "postmaster.pid"))
-	if err != nil {
-		return fmt.Errorf("local database: %w", err)
-	}
+	b, err := os.ReadFile(filepath.Join(db.dataDir, "postmaster.pid"))
 	lines := strings.Split(string(b), "\n")
-	if len(lines) < 6 {
-		return errors.New("local database: postmaster.pid is incomplete")
-	}
-	if db.port, err = strconv.Atoi(strings.TrimSpace(lines[3])); err != nil {
-		return fmt.Errorf("local database: bad port in postmaster.pid: %w", err)
+	if err != nil || len(lines) < 6 {
+		return errors.Join(errors.New("local database: no address in postmaster.pid"), err)
 	}
 	db.host = cmp.Or(strings.TrimSpace(lines[5]), strings.TrimSpace(lines[4]))
-	return nil
-}
-
-// createDatabase creates database name unless it exists.
-func (db *localDB) createDatabase(ctx context.Context, name string) error {
+	if db.port, err = strconv.Atoi(strings.TrimSpace(lines[3])); err != nil {
+		return fmt.Errorf("local database: postmaster.pid: %w", err)
+	}
 	conn, err := openDB(ctx, db.DSN("postgres"), 1)
 	if err != nil {
 		return fmt.Errorf("local database: %w", err)
 	}
 	defer conn.Close()
 	var exists bool
-	err = conn.QueryRowContext(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", name).Scan(&exists)
+	err = conn.QueryRowContext(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", localDBName).Scan(&exists)
 	if err == nil && !exists {
-		_, err = conn.ExecContext(ctx, "CREATE DATABASE "+quoteIdent(name))
+		_, err = conn.ExecContext(ctx, "CREATE DATABASE "+quoteIdent(localDBName))
 	}
-	if err != nil {
-		return fmt.Errorf("local database: create %s: %w", name, err)
-	}
-	return nil
+	return err
 }
 
-// pgctl runs pg_ctl mode with args on the cluster.
 func (db *localDB) pgctl(ctx context.Context, mode string, args ...string) error {
-	return db.run(ctx, "pg_ctl", append([]string{mode, "-D", db.dataDir()}, args...)...)
+	return db.run(ctx, "pg_ctl", append([]string{mode, "-D", db.dataDir}, args...)...)
 }
 
 // run runs a PostgreSQL binary as the server's user. Its error names the
 // binary and its first argument (pg_ctl's mode), with the last line it printed.
 func (db *localDB) run(ctx context.Context, name string, args ...string) error {
 	cmd := exec.CommandContext(ctx, filepath.Join(db.bindir, name), args...)
-	cmd.Dir = db.runDir()
+	cmd.Dir = db.runDir
 	cmd.Env = append(os.Environ(), "LC_ALL=C", "TZ=UTC")
-	if db.runAs != nil {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: db.runAs}
-	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: db.runAs} // nil: as ourselves
 	if out, err := cmd.CombinedOutput(); err != nil {
-		msg := strings.TrimSpace(string(out))
-		msg = msg[strings.LastIndexByte(msg, '\n')+1:]
-		return fmt.Errorf("%s %s: %w: %s", name, args[0], err, msg)
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		return fmt.Errorf("%s %s: %w: %s", name, args[0], err, lines[len(lines)-1])
 	}
 	return nil
 }

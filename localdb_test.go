@@ -4,7 +4,9 @@ import (
 	"errors"
 	"io/fs"
 	"os"
+	osuser "os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -33,35 +35,14 @@ func TestDevServeStartsAndStopsItsCluster(t *testing.T) {
 	}
 }
 
-// TestLocalDBFallsBackToTCP puts the cluster where its socket's path would
-// be too long for the kernel: it must listen on 127.0.0.1 instead.
-func TestLocalDBFallsBackToTCP(t *testing.T) {
-	t.Parallel()
-	dir := filepath.Join(t.TempDir(), strings.Repeat("d", maxSocketPath))
-	cluster, err := startLocalDB(t.Context(), dir, testClusterOptions)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cluster.Stop()
-	if dsn := cluster.DSN("postgres"); !strings.Contains(dsn, "host=127.0.0.1") {
-		t.Errorf("the DSN does not use 127.0.0.1: host=%s", cluster.host)
-	}
-	db, err := openDB(t.Context(), cluster.DSN("postgres"), 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	db.Close()
-	if err := cluster.Stop(); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // TestLocalDBConcurrentStarts starts one cluster from two goroutines at once:
 // the lock must let one make and start it and the other reuse it, and only
-// the one that started it may stop it.
+// the one that started it may stop it. The cluster is where its socket's path
+// would be too long for the kernel: it listens on 127.0.0.1 instead, behind
+// its password, and the start that reuses it finds the port it chose.
 func TestLocalDBConcurrentStarts(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
+	dir := filepath.Join(t.TempDir(), strings.Repeat("d", maxSocketPath))
 	var dbs [2]*localDB
 	var errs [2]error
 	var wg sync.WaitGroup
@@ -69,13 +50,11 @@ func TestLocalDBConcurrentStarts(t *testing.T) {
 		wg.Go(func() { dbs[i], errs[i] = startLocalDB(t.Context(), dir, testClusterOptions) })
 	}
 	wg.Wait()
-	t.Cleanup(func() {
-		for _, db := range dbs {
-			if db != nil {
-				db.Stop()
-			}
+	for _, db := range dbs {
+		if db != nil {
+			t.Cleanup(func() { db.Stop() }) // a no-op unless it started the cluster
 		}
-	})
+	}
 	if errs[0] != nil || errs[1] != nil {
 		t.Fatalf("start: %v; %v", errs[0], errs[1])
 	}
@@ -83,8 +62,19 @@ func TestLocalDBConcurrentStarts(t *testing.T) {
 	if other.started {
 		owner, other = other, owner
 	}
-	if !owner.started || other.started {
-		t.Fatalf("started = %v and %v, want exactly one", owner.started, other.started)
+	if !owner.started || other.started || owner.host != "127.0.0.1" || owner.DSN(localDBName) != other.DSN(localDBName) {
+		t.Fatalf("started = %v and %v, DSNs %s and %s; want one start of one cluster on 127.0.0.1",
+			owner.started, other.started, owner.DSN(localDBName), other.DSN(localDBName))
+	}
+	db, err := openDB(t.Context(), other.DSN(localDBName), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	other.pass = "wrong"
+	if db, err := openDB(t.Context(), other.DSN(localDBName), 1); err == nil {
+		db.Close()
+		t.Error("127.0.0.1 let a wrong password in")
 	}
 	pidfile := filepath.Join(dir, "pgdata", "postmaster.pid")
 	if err := other.Stop(); err != nil {
@@ -99,9 +89,8 @@ func TestLocalDBConcurrentStarts(t *testing.T) {
 	if _, err := os.Stat(pidfile); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("the cluster still runs after the start that started it stopped (%v)", err)
 	}
-
 	// pg_ctl's errors name its mode and end with the last line it printed.
-	err := owner.pgctl(t.Context(), "stop")
+	err = owner.pgctl(t.Context(), "stop")
 	if err == nil || !strings.HasPrefix(err.Error(), "pg_ctl stop: exit status 1: ") || !strings.HasSuffix(err.Error(), "Is server running?") {
 		t.Errorf("stopping a stopped cluster: %v", err)
 	}
@@ -121,20 +110,25 @@ func TestPgVersion(t *testing.T) {
 	}
 }
 
-// TestMakeTraversable gives search permission to the directory and to
-// each parent that lacks it, and keeps every other bit.
-func TestMakeTraversable(t *testing.T) {
+// TestServerUser picks postgres, or else nobody, and gives search permission
+// to the directory and each parent that lacks it, keeping every other bit.
+func TestServerUser(t *testing.T) {
 	t.Parallel()
 	parent := filepath.Join(t.TempDir(), "parent")
 	dir := filepath.Join(parent, "dir")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := errors.Join(os.MkdirAll(dir, 0o700), os.Chmod(parent, 0o750|fs.ModeSetgid)); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Chmod(parent, 0o750|fs.ModeSetgid); err != nil {
+	cred, err := serverUser(dir)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := makeTraversable(dir); err != nil {
-		t.Fatal(err)
+	u, err := osuser.Lookup("postgres")
+	if err != nil {
+		u, err = osuser.Lookup("nobody")
+	}
+	if err != nil || strconv.FormatUint(uint64(cred.Uid), 10) != u.Uid || strconv.FormatUint(uint64(cred.Gid), 10) != u.Gid {
+		t.Errorf("serverUser = %+v, want %+v (%v)", cred, u, err)
 	}
 	for path, want := range map[string]fs.FileMode{dir: 0o701, parent: 0o751 | fs.ModeSetgid} {
 		fi, err := os.Stat(path)

@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -60,10 +59,7 @@ func loadThrough(t *testing.T, app *testApp, auth http.Header) int64 {
 	for i := range 16 {
 		wg.Go(func() {
 			for j := range 50 {
-				path := "/movies/?movie_id=1"
-				if (i+j)%2 == 0 {
-					path = "/movies/new?year=1990&rating=8"
-				}
+				path := []string{"/movies/?movie_id=1", "/movies/new?year=1990&rating=8"}[(i+j)%2]
 				res, err := app.client.Do(mustRequest(t, "GET", app.url+path, auth))
 				if err != nil {
 					t.Error(err)
@@ -95,20 +91,17 @@ func startPgbouncer(t *testing.T, dsn string) string {
 	t.Helper()
 	bin, err := exec.LookPath("pgbouncer")
 	if err != nil {
-		bin = "/usr/sbin/pgbouncer"
+		bin, err = exec.LookPath("/usr/sbin/pgbouncer")
 	}
-	if !isExecutable(filepath.Dir(bin), filepath.Base(bin)) {
+	if err != nil {
 		t.Fatal("pgbouncer is not on PATH or at /usr/sbin/pgbouncer: install it (apt-get install pgbouncer, or brew install pgbouncer)")
 	}
 	cfg, err := pgconn.ParseConfig(dsn)
-	if err != nil {
-		t.Fatal(err)
+	port, err2 := freePort()
+	if err != nil || err2 != nil {
+		t.Fatal(err, err2)
 	}
 	q := func(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
-	port, err := freePort()
-	if err != nil {
-		t.Fatal(err)
-	}
 	ini := fmt.Sprintf("[databases]\nmyapi = host=%s port=%d dbname=%s user=%s password=%s\n\n"+
 		"[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = %d\nunix_socket_dir =\n"+
 		"auth_type = any\npool_mode = transaction\ndefault_pool_size = 4\n",
@@ -120,9 +113,7 @@ func startPgbouncer(t *testing.T, dsn string) string {
 	if fmt.Sscanf(string(out), "PgBouncer %d.%d", &major, &minor); major > 1 || minor >= 21 {
 		ini += "max_prepared_statements = 0\n"
 	}
-
-	dir := t.TempDir()
-	path := filepath.Join(dir, "pgbouncer.ini")
+	path := filepath.Join(t.TempDir(), "pgbouncer.ini")
 	if err := os.WriteFile(path, []byte(ini), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -132,10 +123,7 @@ func startPgbouncer(t *testing.T, dsn string) string {
 	if os.Geteuid() == 0 {
 		// pgbouncer refuses to run as root; run it as the cluster's user,
 		// who can reach the cluster's socket.
-		cred, err := unprivilegedUser()
-		if err == nil {
-			err = makeTraversable(dir)
-		}
+		cred, err := serverUser(filepath.Dir(path))
 		if err == nil {
 			err = os.Chown(path, int(cred.Uid), int(cred.Gid))
 		}
@@ -153,8 +141,7 @@ func startPgbouncer(t *testing.T, dsn string) string {
 		cmd.Process.Signal(syscall.SIGTERM)
 		<-exited
 	})
-
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		if c, err := net.Dial("tcp", addr); err == nil {
 			c.Close()

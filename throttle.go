@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"database/sql"
@@ -8,14 +9,14 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 )
 
-// Login throttling. A login attempt counts as a failure for its client
-// address and its account when it starts; past a limit, attempts get 429
-// without a password check. The counts live in PostgreSQL, so every replica
-// shares them and a restart forgets nothing.
+// Login throttling: an attempt counts as a failure for its client address and
+// its account when it starts; past a limit, attempts get 429 with no password
+// check. The counts live in PostgreSQL: replicas share them, restarts keep them.
 const (
 	failureWindow      = 15 * time.Minute
 	maxAccountFailures = 5  // a person mistyping does not reach it
@@ -55,11 +56,10 @@ FROM myapi.login_failures
 WHERE reset_at > now()
   AND (key = $1 AND failures >= $3 OR key = $2 AND failures >= $4)`
 
-// countSQL counts a failure for the client ($1) and the account ($2),
-// starting a key's window at its first failure, and returns how many
-// seconds a key now past its limit must wait, or 0. Row locks serialise
-// concurrent attempts, taken in one order by all. It also deletes a few
-// expired rows.
+// countSQL counts a failure for the client ($1) and the account ($2), a key's
+// window starting at its first failure, and returns how many seconds a key now
+// past its limit must wait, or 0. Row locks, taken in one order by all,
+// serialise concurrent attempts. It also deletes a few expired rows.
 const countSQL = `
 WITH expired AS (
     DELETE FROM myapi.login_failures WHERE key IN (
@@ -77,10 +77,9 @@ SELECT coalesce(max(ceil(extract(epoch FROM reset_at - now()))), 0)::int
 FROM counted
 WHERE key = $1 AND failures > $4 OR key = $2 AND failures > $5`
 
-// startLogin counts a login attempt as a failure for both keys, in the
-// same transaction that checks both limits, so that concurrent guesses
-// never get past them. When either key is at its limit it counts for
-// neither and returns how long to wait.
+// startLogin counts a login attempt as a failure for both keys in the same
+// transaction that checks both limits, so that concurrent guesses never get
+// past them. A key at its limit counts for neither: it returns the wait.
 func (s *store) startLogin(ctx context.Context, k throttleKeys) (wait time.Duration, err error) {
 	if wait, err := s.blockedFor(ctx, k); wait > 0 || err != nil {
 		return wait, err
@@ -101,12 +100,17 @@ func (s *store) startLogin(ctx context.Context, k throttleKeys) (wait time.Durat
 	return 0, tx.Commit()
 }
 
-// blockedFor returns how long the client or the account must wait, or 0.
-// A key found blocked is remembered (memory.go): a flood of refused
-// attempts costs the database one read a second per key and server.
+// blockedFor returns how long the client or the account must wait, or 0. It
+// remembers blocked keys (memory.go): a flood of refusals costs a read a second per key.
 func (s *store) blockedFor(ctx context.Context, k throttleKeys) (time.Duration, error) {
 	now := s.blocked.now()
-	if wait := s.rememberedWait(k, now); wait > 0 {
+	var wait time.Duration
+	for _, key := range [][]byte{k.client, k.account} {
+		if until, ok := s.blocked.get(string(key)); ok {
+			wait = max(wait, until.Sub(now))
+		}
+	}
+	if wait > 0 {
 		return wait, nil
 	}
 	type block struct {
@@ -118,24 +122,12 @@ func (s *store) blockedFor(ctx context.Context, k throttleKeys) (time.Duration, 
 	if err != nil {
 		return 0, err
 	}
-	var wait time.Duration
 	for _, b := range blocks {
 		d := time.Duration(b.secs * float64(time.Second))
 		s.blocked.put(string(b.key), now.Add(d), now)
 		wait = max(wait, d)
 	}
 	return wait, nil
-}
-
-// rememberedWait is the longer wait remembered for the two keys at now.
-func (s *store) rememberedWait(k throttleKeys, now time.Time) time.Duration {
-	var wait time.Duration
-	for _, key := range [][]byte{k.client, k.account} {
-		if until, ok := s.blocked.get(string(key)); ok {
-			wait = max(wait, until.Sub(now))
-		}
-	}
-	return wait
 }
 
 // endLogin takes back the failure startLogin counted, for an attempt that
@@ -165,36 +157,19 @@ func (s *store) clearFailures(ctx context.Context, key []byte) error {
 // clientAddr is the connection's address, or, from a trusted proxy, the last
 // address in X-Forwarded-For that is not one.
 func clientAddr(r *http.Request, trusted []netip.Prefix) netip.Addr {
-	addr := remoteAddr(r.RemoteAddr)
+	host, _, _ := net.SplitHostPort(r.RemoteAddr)
+	addr, _ := netip.ParseAddr(cmp.Or(host, r.RemoteAddr)) // RemoteAddr may lack a port
+	addr = addr.Unmap()
 	isTrusted := func(a netip.Addr) bool {
-		for _, p := range trusted {
-			if p.Contains(a) {
-				return true
-			}
-		}
-		return false
-	}
-	if !isTrusted(addr) {
-		return addr
+		return slices.ContainsFunc(trusted, func(p netip.Prefix) bool { return p.Contains(a) })
 	}
 	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
-	for i := len(hops) - 1; i >= 0; i-- {
+	for i := len(hops) - 1; i >= 0 && isTrusted(addr); i-- {
 		hop, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
 		if err != nil {
-			break
+			break // a malformed hop: the last trusted address stands
 		}
-		if addr = hop.Unmap(); !isTrusted(addr) {
-			break
-		}
+		addr = hop.Unmap()
 	}
 	return addr
-}
-
-func remoteAddr(hostport string) netip.Addr {
-	host, _, err := net.SplitHostPort(hostport)
-	if err != nil {
-		host = hostport
-	}
-	a, _ := netip.ParseAddr(host)
-	return a.Unmap()
 }
