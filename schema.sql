@@ -1,5 +1,5 @@
--- The myapi schema. Applied on every start, inside one transaction under an
--- advisory lock, so it must stay idempotent: CREATE ... IF NOT EXISTS,
+-- The myapi schema. serve and migrate apply it at every start, in one
+-- transaction, so it must stay idempotent: CREATE ... IF NOT EXISTS,
 -- CREATE OR REPLACE, and DO blocks that check the catalog first. The tables'
 -- names and columns are those of the FastAPI service myapi ports, whose
 -- databases are used as they are: never change them here, only add to them.
@@ -7,6 +7,12 @@
 -- A start that changes nothing must take no lock that waits for queries:
 -- ALTER TABLE and CREATE INDEX lock their table even when IF NOT EXISTS
 -- then finds nothing to do, and every request would queue behind them.
+
+-- Processes starting at once take turns (the advisory lock's key spells
+-- "myapi"). Every lock wait is bounded: behind a long query (a pg_dump) a
+-- start fails at once rather than queue every request behind its own lock.
+SET LOCAL lock_timeout = '5s';
+SELECT pg_advisory_xact_lock(x'6d79617069'::bigint);
 
 CREATE SCHEMA IF NOT EXISTS myapi;
 

@@ -34,11 +34,7 @@ const (
 	// is a 503, not a hung request.
 	queryTimeout   = 3 * time.Second
 	connectTimeout = 10 * time.Second // opening the pool at start
-	// migrateLockID names the advisory lock that serialises migrations
-	// between processes; its bytes spell "myapi".
-	migrateLockID = 0x6d79617069
-	// migrateLockTimeout bounds a migration's lock waits: behind a long
-	// query (a pg_dump), a start fails rather than queue every request.
+	// migrateLockTimeout is schema.sql's lock_timeout.
 	migrateLockTimeout = 5 * time.Second
 )
 
@@ -156,30 +152,21 @@ func schemaMissing(err error) bool {
 	return errors.As(err, &pgErr) && slices.Contains([]string{"42P01", "42703", "42883", "3F000"}, pgErr.Code)
 }
 
-// migrate applies schema.sql in one transaction under an advisory lock,
-// so that several processes starting at once all succeed, and loads the
-// sample movies when withSamples is set.
+// migrate applies schema.sql, and samples.sql when withSamples is set, in
+// one transaction: schema.sql takes an advisory lock, so that processes
+// starting at once all succeed.
 func migrate(ctx context.Context, db *sql.DB, withSamples bool) error {
+	script := schemaSQL
+	if withSamples {
+		script += samplesSQL
+	}
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
 	defer tx.Rollback()
-	// set_config(..., true) is SET LOCAL: it ends with the transaction.
-	ms := fmt.Sprint(migrateLockTimeout.Milliseconds())
-	if _, err := tx.ExecContext(ctx, "SELECT set_config('lock_timeout', $1, true)", ms); err != nil {
-		return fmt.Errorf("migrate: set lock_timeout: %w", err)
-	}
-	if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1)", migrateLockID); err != nil {
-		return fmt.Errorf("migrate: lock: %w", err)
-	}
-	if _, err := tx.ExecContext(ctx, schemaSQL); err != nil {
-		return fmt.Errorf("migrate: apply schema.sql: %w", err)
-	}
-	if withSamples {
-		if _, err := tx.ExecContext(ctx, samplesSQL); err != nil {
-			return fmt.Errorf("migrate: load samples.sql: %w", err)
-		}
+	if _, err := tx.ExecContext(ctx, script); err != nil {
+		return fmt.Errorf("migrate: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("migrate: commit: %w", err)
