@@ -18,9 +18,9 @@ import (
 	"golang.org/x/crypto/bcrypt"
 )
 
-// bcrypt reads only the first 72 bytes of a password. Longer ones are
+// bcrypt reads only the first 72 bytes of a password: longer ones are
 // refused, before hashing and before comparing, so that no two different
-// passwords are ever the same password.
+// passwords are ever the same.
 const (
 	minPasswordBytes = 8
 	maxPasswordBytes = 72
@@ -127,8 +127,8 @@ func readLoginForm(w http.ResponseWriter, r *http.Request) (loginForm, error) {
 	return loginForm{Username: last("username"), Password: last("password"), GrantType: last("grant_type")}, nil
 }
 
-// readMultipart reads a multipart form's values from the body alone:
-// r.ParseMultipartForm would also parse the query string.
+// readMultipart reads a multipart form's values from the body alone
+// (r.ParseMultipartForm would also parse the query string).
 func readMultipart(r *http.Request) (url.Values, error) {
 	mr, err := r.MultipartReader()
 	if err == nil {
@@ -198,8 +198,8 @@ const bcryptWait = 3 * time.Second
 
 var errBusy = errors.New("too many logins in progress")
 
-// bcryptLimiter bounds how many bcrypt comparisons this process runs at
-// once, and holds the dummy hash that unknown emails are compared against.
+// bcryptLimiter bounds the bcrypt comparisons this process runs at once,
+// and holds the dummy hash that unknown emails are compared against.
 type bcryptLimiter struct {
 	slots     chan struct{}
 	dummyHash []byte
@@ -233,10 +233,10 @@ func (b *bcryptLimiter) compare(ctx context.Context, hash []byte, password strin
 	return bcrypt.CompareHashAndPassword(hash, []byte(password)) == nil, nil
 }
 
-// requireUser lets a request through only with a valid bearer token
-// (RFC 6750 §2.1: from the Authorization header, never the query string)
-// whose subject is still a user with the token's security stamp: deleting
-// a user or setting their password revokes their tokens.
+// requireUser lets a request through only with a valid bearer token (RFC
+// 6750 §2.1: from the Authorization header, never the query string) whose
+// subject is a user with the token's security stamp: deleting a user or
+// setting their password revokes their tokens.
 func requireUser(d deps, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// Split at the first space, as the original does: "Bearer  t" is
@@ -264,8 +264,7 @@ func requireUser(d deps, h http.Handler) http.Handler {
 			databaseFailed(w, r, d.log, err)
 			return
 		}
-		// A missing stamp is "": a token without one passes only for an
-		// account without one.
+		// A missing stamp is "": it passes only for an account without one.
 		if !a.exists || subtle.ConstantTimeCompare([]byte(claims.Stamp), []byte(a.stamp)) != 1 {
 			badToken(w, r)
 			return
