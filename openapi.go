@@ -11,17 +11,12 @@ import (
 	"html/template"
 	"net/http"
 	"net/url"
-	"regexp"
-	"slices"
-	"strconv"
 	"strings"
 )
 
-// The OpenAPI document is written by hand. openapi_test.go replays each
-// example's request (x-request) against the real server and compares the
-// operations with the routes that routes (server.go) registers, so the
-// document cannot drift from the code without a test failing.
-
+// openapiJSON is the OpenAPI document, written by hand. openapi_test.go keeps
+// it true: every route documented, every example replayed against the server.
+//
 //go:embed openapi.json
 var openapiJSON []byte
 
@@ -38,11 +33,7 @@ func handleOpenAPI() http.Handler {
 
 // handleDocs serves the document as an HTML page, rendered once: it never changes.
 func handleDocs() http.Handler {
-	page, csp, err := renderDocs(openapiJSON)
-	if err != nil {
-		// Both are compiled in and the tests render them: only a broken build gets here.
-		panic("docs: " + err.Error())
-	}
+	page, csp := renderDocs(openapiJSON)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.Header().Set("Content-Security-Policy", csp)
@@ -50,50 +41,38 @@ func handleDocs() http.Handler {
 	})
 }
 
-// renderDocs renders the document as a page, and returns the
-// Content-Security-Policy that allows nothing but the page's own inline
-// style, by its hash: even if escaping failed, nothing could run or load.
-func renderDocs(doc []byte) (page []byte, csp string, err error) {
+// renderDocs renders the page, and the Content-Security-Policy that allows
+// only its inline style, by hash: even if escaping failed, nothing could run.
+// Like template.Must, it panics on an error: both files are compiled in.
+func renderDocs(doc []byte) (page []byte, csp string) {
 	d, err := parseOpenAPI(doc)
-	if err != nil {
-		return nil, "", err
-	}
-	tmpl, err := template.New("docs").Funcs(template.FuncMap{
+	tmpl := template.Must(template.New("docs").Funcs(template.FuncMap{
 		"curl":       curlCommand,
 		"exampleURL": exampleURL,
-		"upper":      strings.ToUpper,
-		"tagged":     func(op *apiOperation, tag string) bool { return len(op.Tags) > 0 && op.Tags[0] == tag },
-		"has":        func(list []string, s string) bool { return slices.Contains(list, s) },
-		"schema":     func(s *apiSchema) *apiSchema { return resolve(s, s.Ref, "schemas", d.Components.Schemas) },
 		"compact":    compactJSON,
-		"refName":    func(ref string) string { return ref[strings.LastIndexByte(ref, '/')+1:] },
-		"statusText": func(code string) string { n, _ := strconv.Atoi(code); return http.StatusText(n) },
-	}).Parse(docsHTML)
-	if err != nil {
-		return nil, "", err
-	}
+		"statusText": http.StatusText,
+		"trimPrefix": strings.TrimPrefix,
+	}).Parse(docsHTML))
 	var buf, style bytes.Buffer
-	if err := errors.Join(tmpl.Execute(&buf, d), tmpl.ExecuteTemplate(&style, "style", nil)); err != nil {
-		return nil, "", err
+	if err := errors.Join(err, tmpl.Execute(&buf, d), tmpl.ExecuteTemplate(&style, "style", nil)); err != nil {
+		panic("docs: " + err.Error())
 	}
 	sum := sha256.Sum256(style.Bytes())
 	csp = "default-src 'none'; style-src 'sha256-" + base64.StdEncoding.EncodeToString(sum[:]) +
 		"'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-	return buf.Bytes(), csp, nil
+	return buf.Bytes(), csp
 }
 
 // openAPIDoc is the part of an OpenAPI 3.1 document the page shows and the
 // tests check. encoding/json ignores case: only $ref and x- members need tags.
 type openAPIDoc struct {
-	OpenAPI    string
 	Info       struct{ Title, Version, Summary, Description string }
 	Servers    []struct{ URL string }
 	Tags       []struct{ Name, Description string }
 	Paths      map[string]map[string]*apiOperation // path → method → operation
 	Components struct {
-		Schemas         map[string]*apiSchema
-		Responses       map[string]*apiResponse
-		SecuritySchemes map[string]json.RawMessage
+		Schemas   map[string]*apiSchema
+		Responses map[string]*apiResponse
 	}
 }
 
@@ -102,8 +81,8 @@ type apiOperation struct {
 	OperationID, Summary, Description string
 	Security                          []map[string][]string // empty: no token needed
 	Parameters                        []*apiParameter
-	RequestBody                       *struct{ Content map[string]apiMediaType }
-	Responses                         map[string]*apiResponse // by status code
+	RequestBody                       struct{ Content map[string]apiMediaType }
+	Responses                         map[int]*apiResponse // by status code
 }
 
 // apiParameter is a Parameter Object, or a Header Object (the same without name and in).
@@ -126,15 +105,12 @@ type apiMediaType struct {
 	Examples map[string]*apiExample
 }
 
-// apiSchema is the subset of JSON Schema the document uses.
+// apiSchema is what the page shows of a JSON Schema: a type, a form's fields.
 type apiSchema struct {
-	Ref                                string `json:"$ref"`
-	Type, Format, Description, Pattern string
-	Properties                         map[string]*apiSchema
-	Required                           []string
-	AdditionalProperties               *bool
-	Items                              *apiSchema
-	Enum                               []any
+	Ref               string `json:"$ref"`
+	Type, Description string
+	Properties        map[string]*apiSchema
+	Required          []string
 }
 
 // apiExample is a response the running service really gives.
@@ -146,16 +122,11 @@ type apiExample struct {
 	Varies  []string          `json:"x-varies"`           // members that differ on every request
 }
 
-// exampleRequest is an example's x-request, the request that gets it: the
-// page shows it as a curl command, the tests send it. It goes to the
-// operation's path, each {param} replaced by that parameter's example, or
-// by a value of its own for a 404 or a 422 ("path": {"director_id": "999"});
-// its query is the query parameters' examples, unless "query" gives the raw
-// query ("" for none). So an example of a response in components/responses
-// replays for every operation that references it.
+// exampleRequest is an example's x-request: the page shows it as a curl
+// command, the tests send it, to the URL that exampleURL builds.
 type exampleRequest struct {
-	Path          map[string]string // path parameter → value, where the parameter's example will not do
-	Query         *string           // the raw query; absent, the query parameters' examples
+	Path          map[string]string // path parameter → value, where its example will not do
+	Query         *string           // the raw query ("" for none); absent, the parameters' examples
 	Authorization string            // $TOKEN is a valid token, $EXPIRED_TOKEN an expired one
 	Form          []string          // "name=value" fields, urlencoded; present but empty, an empty form
 	ContentType   string            // replaces the form's
@@ -165,103 +136,67 @@ type exampleRequest struct {
 }
 
 // parseOpenAPI decodes the document and replaces each response's $ref with
-// a copy of the response it names, which keeps the $ref: the tests say
-// where a shared example sits.
+// a copy of what it names, which keeps the $ref (the tests report a bad one).
 func parseOpenAPI(b []byte) (*openAPIDoc, error) {
 	var d openAPIDoc
 	if err := json.Unmarshal(b, &d); err != nil {
 		return nil, fmt.Errorf("openapi.json: %w", err)
 	}
+	shared := d.Components.Responses
 	for _, item := range d.Paths {
 		for _, op := range item {
 			for code, r := range op.Responses {
-				named := resolve(r, r.Ref, "responses", d.Components.Responses)
-				if named == nil {
-					return nil, fmt.Errorf("openapi.json: %s names no response", r.Ref)
+				if named := shared[strings.TrimPrefix(r.Ref, "#/components/responses/")]; named != nil {
+					copied := *named
+					copied.Ref = r.Ref
+					op.Responses[code] = &copied
 				}
-				shared := *named
-				shared.Ref = r.Ref
-				op.Responses[code] = &shared
 			}
 		}
 	}
 	return &d, nil
 }
 
-// resolve returns v, or the component that its $ref names (nil if none).
-func resolve[T any](v *T, ref, kind string, components map[string]*T) *T {
-	if ref == "" {
-		return v
-	}
-	name, _ := strings.CutPrefix(ref, "#/components/"+kind+"/")
-	return components[name]
-}
-
-// compactJSON writes an example's value as the service sends it: compact,
-// with members and numbers exactly as written.
+// compactJSON is an example's value as the service sends it: compact, as written.
 func compactJSON(v json.RawMessage) (string, error) {
 	var b bytes.Buffer
 	err := json.Compact(&b, v)
 	return b.String(), err
 }
 
-// exampleURL is the path and query x goes to on the operation op at path
-// (see exampleRequest). Values are escaped as a client would: the page's
-// commands and the tests' requests are the same.
+// exampleURL is the path and query x goes to on the operation op at path:
+// each {param} and the query are the parameters' examples, unless x gives
+// its own, so a shared response's example replays for every operation.
 func exampleURL(path string, op *apiOperation, x *exampleRequest) string {
-	if x == nil {
-		x = &exampleRequest{}
-	}
 	var query []string
 	for _, p := range op.Parameters {
-		switch value := exampleText(p.Example); p.In {
+		value := string(p.Example)
+		json.Unmarshal(p.Example, &value) // a string loses its quotes; a number stays as written
+		switch p.In {
 		case "path":
 			if own, ok := x.Path[p.Name]; ok {
 				value = own
 			}
 			path = strings.ReplaceAll(path, "{"+p.Name+"}", url.PathEscape(value))
 		case "query":
-			if p.Example != nil {
-				query = append(query, url.QueryEscape(p.Name)+"="+url.QueryEscape(value))
-			}
+			query = append(query, url.QueryEscape(p.Name)+"="+url.QueryEscape(value))
 		}
 	}
 	q := strings.Join(query, "&")
 	if x.Query != nil {
 		q = *x.Query
 	}
-	if q == "" {
-		return path
-	}
-	return path + "?" + q
-}
-
-// exampleText is a parameter's example as it goes in a URL: a string
-// without its quotes, a number as written.
-func exampleText(v json.RawMessage) string {
-	var s string
-	if json.Unmarshal(v, &s) == nil {
-		return s
-	}
-	return string(v)
+	return strings.TrimSuffix(path+"?"+q, "?") // no query, no "?"
 }
 
 // curlCommand is the curl command, with its options opt, that sends x to
-// target (see exampleURL). Form fields always go through --data-urlencode,
-// which sends any value as written.
+// target. --data-urlencode sends any form value as written.
 func curlCommand(opt, method, target string, x *exampleRequest) string {
-	args := []string{"curl", opt}
-	if x == nil {
-		x = &exampleRequest{}
-	}
-	if method = strings.ToUpper(method); method != "GET" {
-		args = append(args, "-X", method)
-	}
-	if x.Authorization != "" {
-		args = append(args, "-H", shellQuote("Authorization: "+x.Authorization))
-	}
-	if x.ContentType != "" {
-		args = append(args, "-H", shellQuote("Content-Type: "+x.ContentType))
+	args := []string{"curl", opt, "-X", strings.ToUpper(method)}
+	for _, h := range []string{"Authorization: " + x.Authorization, "Content-Type: " + x.ContentType} {
+		if !strings.HasSuffix(h, ": ") {
+			args = append(args, "-H", shellQuote(h))
+		}
 	}
 	args = append(args, shellQuote(target))
 	for _, f := range x.Form {
@@ -275,18 +210,11 @@ func curlCommand(opt, method, target string, x *exampleRequest) string {
 	return strings.Join(args, " ")
 }
 
-var shellSafe = regexp.MustCompile(`^[A-Za-z0-9@%+=:,./_-]+$`)
-
-// shellQuote quotes s for a POSIX shell: bare when that is safe, in double
-// quotes when it names a variable ($TOKEN) for the shell to expand, in
-// single quotes otherwise.
+// shellQuote quotes s for a POSIX shell: in double quotes when it names a
+// variable ($TOKEN) for the shell to expand, in single quotes otherwise.
 func shellQuote(s string) string {
-	switch {
-	case shellSafe.MatchString(s):
-		return s
-	case strings.Contains(s, "$"):
+	if strings.Contains(s, "$") {
 		return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`, "`", "\\`").Replace(s) + `"`
-	default:
-		return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
