@@ -26,13 +26,14 @@ const (
 	maxPasswordBytes = 72
 )
 
-// user is a row of myapi.users.
+// user is a row of myapi.users. In JSON (list-users -json) it never shows
+// the hash or the stamp.
 type user struct {
-	ID             int
-	Name           string
-	Email          string
-	HashedPassword string
-	Stamp          string // security stamp; "" for none
+	ID             int    `json:"id"`
+	Name           string `json:"name"`
+	Email          string `json:"email"`
+	HashedPassword string `json:"-"`
+	Stamp          string `json:"-"` // security stamp; "" for none
 }
 
 // tokenResponse is the body of a successful login (RFC 6749 §5.1).

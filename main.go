@@ -77,26 +77,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		fmt.Fprint(stderr, usage)
 		return errUsage
 	}
-	var cmd func(ctx context.Context, cfg config, args []string, stdin io.Reader, stdout, stderr io.Writer) error
-	switch args[0] {
-	case "serve":
-		cmd = runServe
-	case "migrate":
-		cmd = runMigrate
-	case "create-user":
-		cmd = runCreateUser
-	case "list-users":
-		cmd = runListUsers
-	case "set-password":
-		cmd = runSetPassword
-	case "delete-user":
-		cmd = runDeleteUser
-	case "unblock":
-		cmd = runUnblock
-	case "help", "-h", "-help", "--help":
+	if h := args[0]; h == "help" || h == "-h" || h == "-help" || h == "--help" {
 		fmt.Fprint(stdout, usage)
 		return nil
-	default:
+	}
+	commands := map[string]func(ctx context.Context, cfg config, args []string, stdin io.Reader, stdout, stderr io.Writer) error{
+		"serve": runServe, "migrate": runMigrate, "create-user": runCreateUser, "list-users": runListUsers,
+		"set-password": runSetPassword, "delete-user": runDeleteUser, "unblock": runUnblock,
+	}
+	cmd, ok := commands[args[0]]
+	if !ok {
 		fmt.Fprintf(stderr, "myapi: unknown command %q\n\n%s", args[0], usage)
 		return errUsage
 	}

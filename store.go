@@ -253,9 +253,9 @@ func (s *store) account(ctx context.Context, email string) (accountState, error)
 }
 
 // listAccounts returns every user, by id, without the password hashes.
-func (s *store) listAccounts(ctx context.Context) ([]account, error) {
+func (s *store) listAccounts(ctx context.Context) ([]user, error) {
 	return queryAll(ctx, s.db, "SELECT user_id, name, email FROM myapi.users ORDER BY user_id", nil,
-		func(rows *sql.Rows) (a account, err error) { return a, rows.Scan(&a.ID, &a.Name, &a.Email) })
+		func(rows *sql.Rows) (u user, err error) { return u, rows.Scan(&u.ID, &u.Name, &u.Email) })
 }
 
 // newStamp returns a new security stamp: a random value that revokes every

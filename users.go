@@ -20,13 +20,6 @@ import (
 // line. They do not migrate (serve and migrate do); one that finds the
 // schema missing or older says to run migrate.
 
-// account is a user as list-users shows it: never the hash.
-type account struct {
-	ID    int    `json:"id"`
-	Name  string `json:"name"`
-	Email string `json:"email"`
-}
-
 // runCreateUser is the create-user command.
 func runCreateUser(ctx context.Context, cfg config, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("create-user", flag.ContinueOnError)
