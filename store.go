@@ -24,8 +24,6 @@ import (
 //go:embed schema.sql
 var schemaSQL string
 
-// samplesSQL fills the dev database (MYAPI_ENV=dev only).
-//
 //go:embed samples.sql
 var samplesSQL string
 
@@ -44,11 +42,10 @@ var (
 )
 
 // store is myapi's access to PostgreSQL. Every method bounds its query
-// with queryTimeout.
+// with queryTimeout. What requests read most is remembered for a second
+// (memory.go): accounts by email, and when blocked login keys are free.
 type store struct {
-	db *sql.DB
-	// What requests read most is remembered for a second (memory.go):
-	// accounts by email, and the deadlines of blocked login keys.
+	db       *sql.DB
 	accounts *memory[string, accountState]
 	blocked  *memory[string, time.Time]
 }
@@ -58,9 +55,8 @@ func newStore(db *sql.DB, now func() time.Time) *store {
 	return &store{db: db, accounts: newMemory[string, accountState](now), blocked: newMemory[string, time.Time](now)}
 }
 
-// openDB opens a pool of maxConns connections on dsn, and opens and checks
-// every one before it returns, so that a server that answers is ready at
-// speed. Connections stay open while idle.
+// openDB opens a pool of maxConns connections on dsn, each checked before
+// it returns, so that a server that answers is ready at speed.
 func openDB(ctx context.Context, dsn string, maxConns int) (*sql.DB, error) {
 	cfg, err := pgx.ParseConfig(dsn)
 	if err != nil {
@@ -103,7 +99,7 @@ func retireLater(_ context.Context, c *pgx.Conn) error {
 	return nil
 }
 
-// retireIfDue runs before a connection is reused; database/sql replaces
+// retireIfDue runs before a connection is reused: database/sql replaces
 // one that answers driver.ErrBadConn.
 func retireIfDue(_ context.Context, c *pgx.Conn) error {
 	if t, ok := c.PgConn().CustomData()["retireAt"].(time.Time); ok && time.Now().After(t) {
@@ -144,9 +140,8 @@ func unavailable(err error) bool {
 	return false
 }
 
-// schemaMissing reports whether err is a query's meeting a database
-// without the table, column, function or schema it names: one that was
-// never migrated, or by an older myapi.
+// schemaMissing reports whether err comes from a database without the
+// table, column, function or schema a query names: one not migrated yet.
 func schemaMissing(err error) bool {
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) && slices.Contains([]string{"42P01", "42703", "42883", "3F000"}, pgErr.Code)
@@ -235,9 +230,8 @@ type accountState struct {
 	stamp  string // "" for none
 }
 
-// account returns the state of the account with this email, as read at
-// most a second ago: a hot account costs the database one read a second
-// per server, not one a request.
+// account returns the state of the account with this email as read at
+// most a second ago: one read a second per server, not one a request.
 func (s *store) account(ctx context.Context, email string) (accountState, error) {
 	if a, ok := s.accounts.get(email); ok {
 		return a, nil
@@ -258,8 +252,8 @@ func (s *store) listAccounts(ctx context.Context) ([]user, error) {
 		func(rows *sql.Rows) (u user, err error) { return u, rows.Scan(&u.ID, &u.Name, &u.Email) })
 }
 
-// newStamp returns a new security stamp: a random value that revokes every
-// token carrying another one (auth.go).
+// newStamp returns a new security stamp, which revokes the tokens that
+// carry another (auth.go).
 func newStamp() string { return crand.Text() }
 
 // createUser inserts a user with a new security stamp and returns its id,
