@@ -14,8 +14,7 @@ import (
 // The whole error vocabulary of the API, in FastAPI's shape: {"detail": ...},
 // a string for HTTP errors and a list for validation errors.
 
-// errorResponse writes {"detail": detail} with status, and adds the detail
-// to the request's log line; no detail holds a secret.
+// errorResponse also puts the detail, never a secret, on the request's log line.
 func errorResponse(w http.ResponseWriter, r *http.Request, status int, detail any) {
 	addLogAttrs(r, slog.Any("detail", detail))
 	writeJSON(w, status, struct {
@@ -85,10 +84,10 @@ func unreadableBody(w http.ResponseWriter, r *http.Request, err error) {
 	errorResponse(w, r, http.StatusBadRequest, "There was an error parsing the body")
 }
 
-// databaseFailed answers a query that failed: 503 when the database is
-// unavailable (store.go's unavailable), else 500, since a query that does
-// not fit the schema is a bug, not an outage. The cause goes to the log,
-// never to the client; a client that left is only a warning.
+// databaseFailed answers a failed query: 503 when the database is
+// unavailable, else 500, since a query that does not fit the schema is a bug.
+// The cause goes to the log, never to the client; a client that left is only
+// a warning.
 func databaseFailed(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
 	cause := slog.String("error", err.Error())
 	switch {
@@ -124,8 +123,8 @@ type fieldError struct {
 	Ctx  map[string]string `json:"ctx,omitempty"`
 }
 
-// fieldErrors is a validation list: JSON in responses and JSON logs, and in
-// text logs "query.year: value is not a valid integer; query.rating: ...".
+// fieldErrors is a validation list: JSON in responses and JSON logs, and
+// "query.year: value is not a valid integer; ..." in text logs.
 type fieldErrors []fieldError
 
 func (e fieldErrors) MarshalJSON() ([]byte, error) { return json.Marshal([]fieldError(e)) }

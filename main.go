@@ -1,6 +1,6 @@
 // Command myapi serves a movies catalogue as a JSON API, with OAuth2
-// password login and JWT bearer tokens, on PostgreSQL. It is a Go port of a
-// FastAPI tutorial service, and keeps that service's HTTP contract.
+// password login and JWT bearer tokens, on PostgreSQL: a Go port of a FastAPI
+// tutorial service that keeps its HTTP contract.
 //
 // A request flows through the handler that newHandler builds:
 //
@@ -97,8 +97,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	return cmd(ctx, cfg, args[1:], stdin, stdout, stderr)
 }
 
-// parseFlags parses a subcommand's flags, of which those named in required
-// must not be empty; a subcommand takes no arguments.
+// parseFlags parses a command's flags; those named in required must not be
+// empty, and there must be no arguments.
 func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer, required ...string) error {
 	fs.SetOutput(stderr)
 	if err := fs.Parse(args); err != nil {
@@ -171,9 +171,8 @@ func runServe(ctx context.Context, cfg config, args []string, _ io.Reader, stdou
 	return serveUntilDone(ctx, newHTTPServer(handler, log), ln, cfg.ShutdownTimeout, log)
 }
 
-// serveUntilDone serves on ln until ctx is cancelled, then shuts down
-// gracefully: no new connections, and in-flight requests get up to
-// timeout to finish.
+// serveUntilDone serves on ln until ctx is cancelled, then shuts down:
+// no new connections, and in-flight requests get up to timeout to finish.
 func serveUntilDone(ctx context.Context, srv *http.Server, ln net.Listener, timeout time.Duration, log *slog.Logger) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
