@@ -175,16 +175,11 @@ func authenticate(ctx context.Context, s *store, bc *bcryptLimiter, email, passw
 	if len(password) > maxPasswordBytes {
 		return user{}, errBadCredentials
 	}
-	u, err := s.userByEmail(ctx, email)
-	var hash []byte
-	switch {
-	case errors.Is(err, errNotFound):
-	case err != nil:
+	u, err := s.userByEmail(ctx, email) // unknown: u has no hash
+	if err != nil && !errors.Is(err, errNotFound) {
 		return user{}, err
-	default:
-		hash = []byte(u.HashedPassword)
 	}
-	ok, err := bc.compare(ctx, hash, password)
+	ok, err := bc.compare(ctx, u.HashedPassword, password)
 	if err != nil {
 		return user{}, err
 	}
@@ -217,8 +212,8 @@ func newBcryptLimiter(cost, slots int) *bcryptLimiter {
 }
 
 // compare runs one bcrypt comparison in a free slot, waiting at most
-// bcryptWait for one. A nil hash compares against the dummy hash, and fails.
-func (b *bcryptLimiter) compare(ctx context.Context, hash []byte, password string) (ok bool, err error) {
+// bcryptWait for one. No hash compares against the dummy hash, and fails.
+func (b *bcryptLimiter) compare(ctx context.Context, hash, password string) (ok bool, err error) {
 	select {
 	case b.slots <- struct{}{}:
 	case <-time.After(bcryptWait):
@@ -227,11 +222,11 @@ func (b *bcryptLimiter) compare(ctx context.Context, hash []byte, password strin
 		return false, ctx.Err()
 	}
 	defer func() { <-b.slots }()
-	if hash == nil {
+	if hash == "" {
 		bcrypt.CompareHashAndPassword(b.dummyHash, []byte(password))
 		return false, nil
 	}
-	return bcrypt.CompareHashAndPassword(hash, []byte(password)) == nil, nil
+	return bcrypt.CompareHashAndPassword([]byte(hash), []byte(password)) == nil, nil
 }
 
 // requireUser lets a request through only with a valid bearer token (RFC
