@@ -14,8 +14,8 @@ import (
 	"time"
 )
 
-// deps are what the handlers need, built once by serve; every handler
-// maker takes them, and one-time setup sits in its closure.
+// deps are what the handlers need, built once by serve. Every handler maker
+// takes them; one-time setup sits in its closure.
 type deps struct {
 	log      *slog.Logger
 	store    *store
@@ -54,9 +54,8 @@ func withMiddleware(log *slog.Logger, h http.Handler) http.Handler {
 	return logRequests(log, recoverPanics(log, secureHeaders(h)))
 }
 
-// Body and header limits. Nothing myapi accepts comes near them.
 const (
-	maxBodyBytes   = 64 << 10
+	maxBodyBytes   = 64 << 10 // nothing myapi accepts comes near either
 	maxHeaderBytes = 16 << 10
 )
 
@@ -201,7 +200,7 @@ func addLogAttrs(r *http.Request, attrs ...slog.Attr) {
 	}
 }
 
-// requestIDHandler adds the request id to records logged with its context.
+// requestIDHandler adds the request's id to what is logged with its context.
 type requestIDHandler struct{ slog.Handler }
 
 func (h requestIDHandler) Handle(ctx context.Context, rec slog.Record) error {
@@ -276,8 +275,7 @@ func (r *statusRecorder) Write(b []byte) (int, error) {
 // Unwrap lets http.ResponseController reach the real writer.
 func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
-// recoverPanics turns a panicking handler into a 500 and a logged stack,
-// and keeps the server serving.
+// recoverPanics turns a panic into a 500 and a logged stack; the server goes on.
 func recoverPanics(log *slog.Logger, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		defer func() {
