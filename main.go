@@ -115,7 +115,7 @@ func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer, required ...s
 	return nil
 }
 
-// usageError prints a command's problem and its usage, and returns errUsage.
+// usageError prints a command's problem and usage, and returns errUsage.
 func usageError(fs *flag.FlagSet, problem string) error {
 	fmt.Fprintf(fs.Output(), "%s: %s\n", fs.Name(), problem)
 	fs.Usage()

@@ -16,10 +16,6 @@ import (
 	"golang.org/x/crypto/bcrypt"
 )
 
-// The account commands: what an operator does to users from the command
-// line. They do not migrate (serve and migrate do); one that finds the
-// schema missing or older says to run migrate.
-
 // runCreateUser is the create-user command.
 func runCreateUser(ctx context.Context, cfg config, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("create-user", flag.ContinueOnError)
@@ -162,9 +158,8 @@ func runUnblock(ctx context.Context, cfg config, args []string, _ io.Reader, std
 	})
 }
 
-// withStore opens cfg's database for the account command cmd and runs f
-// with it. f's error is named after cmd, and one from a database without
-// the schema the command needs says what to run.
+// withStore opens cfg's database for the account command cmd, which does not
+// migrate, and runs f. f's error names cmd, or says to migrate first.
 func withStore(ctx context.Context, cmd string, cfg config, stderr io.Writer, f func(*store) error) error {
 	s, closeDB, err := openStore(ctx, cmd, cfg, newLogger(stderr, cfg.LogFormat))
 	if err != nil {
@@ -182,8 +177,7 @@ func withStore(ctx context.Context, cmd string, cfg config, stderr io.Writer, f 
 }
 
 // waitForServers returns once every server has forgotten what it read
-// before the change just committed (memory.go), so that the change holds
-// on all of them when the command returns.
+// before the change just committed (memory.go): then the change holds on all.
 func waitForServers(ctx context.Context) error {
 	select {
 	case <-time.After(memoryTTL):
@@ -194,8 +188,7 @@ func waitForServers(ctx context.Context) error {
 }
 
 // passwordFlags adds -password and -password-stdin to fs. After parsing,
-// read returns the one given: -password's value, or the first line of
-// stdin without its line ending.
+// read returns -password's value, or stdin's first line without its ending.
 func passwordFlags(fs *flag.FlagSet) (read func(stdin io.Reader) (string, error)) {
 	value := fs.String("password", "", "the password (visible to other users of this machine: prefer -password-stdin)")
 	fromStdin := fs.Bool("password-stdin", false, "read the password from the first line of standard input")
@@ -222,8 +215,8 @@ func checkPassword(password string) error {
 	return nil
 }
 
-// validateNewUser checks a new user's fields. The email must be a bare
-// address (no display name), since it is stored as given and is the login.
+// validateNewUser checks a new user's fields. The email, stored as given and
+// the login, must be a bare address (no display name).
 func validateNewUser(name, email, password string) error {
 	var problems []string
 	if strings.TrimSpace(name) == "" {
