@@ -43,9 +43,7 @@ type tokenResponse struct {
 }
 
 // loginForm is the OAuth2 password grant's form (RFC 6749 §4.3.2).
-type loginForm struct {
-	Username, Password, GrantType string
-}
+type loginForm struct{ Username, Password, GrantType string }
 
 // handleToken is POST /token: the OAuth2 password grant.
 func handleToken(d deps) http.Handler {

@@ -130,14 +130,11 @@ type fieldErrors []fieldError
 func (e fieldErrors) MarshalJSON() ([]byte, error) { return json.Marshal([]fieldError(e)) }
 
 func (e fieldErrors) MarshalText() ([]byte, error) {
-	var b []byte
-	for i, f := range e {
-		if i > 0 {
-			b = append(b, "; "...)
-		}
-		b = append(b, strings.Join(f.Loc, ".")+": "+f.Msg...)
+	var problems []string
+	for _, f := range e {
+		problems = append(problems, strings.Join(f.Loc, ".")+": "+f.Msg)
 	}
-	return b, nil
+	return []byte(strings.Join(problems, "; ")), nil
 }
 
 // The validation problems the API reports, with the original's wording.

@@ -37,13 +37,11 @@ type localDB struct {
 	started                      bool   // this process started it, so it stops it
 }
 
-// localDBOptions tune a cluster: extra "name=value" server settings, with
-// which the tests turn durability off for speed.
-type localDBOptions struct{ settings []string }
-
 // startLocalDB starts the cluster under dir (creating it on first use), or
-// reuses it when it is already running, and waits until it accepts connections.
-func startLocalDB(ctx context.Context, dir string, opts localDBOptions) (*localDB, error) {
+// reuses it when it is already running, and waits until it accepts
+// connections. settings are extra "name=value" server settings, with which
+// the tests turn durability off for speed.
+func startLocalDB(ctx context.Context, dir string, settings ...string) (*localDB, error) {
 	bindir, err := findPostgres()
 	if err != nil {
 		return nil, err
@@ -67,7 +65,7 @@ func startLocalDB(ctx context.Context, dir string, opts localDBOptions) (*localD
 	if err := db.initdb(ctx); err != nil {
 		return nil, err
 	}
-	if err := db.start(ctx, opts); err != nil {
+	if err := db.start(ctx, settings); err != nil {
 		db.Stop() // if it got as far as starting the server
 		return nil, err
 	}
@@ -96,8 +94,7 @@ func findPostgres() (string, error) {
 	if out, err := exec.Command("pg_config", "--bindir").Output(); err == nil {
 		dirs = slices.Insert(dirs, 0, strings.TrimSpace(string(out)))
 	}
-	for _, pattern := range []string{"/usr/lib/postgresql/*/bin", "/opt/homebrew/bin", "/usr/local/bin",
-		"/opt/homebrew/opt/postgresql*/bin", "/usr/local/opt/postgresql*/bin"} {
+	for _, pattern := range []string{"/usr/lib/postgresql/*/bin", "/opt/homebrew/opt/postgresql*/bin", "/usr/local/opt/postgresql*/bin"} {
 		found, _ := filepath.Glob(pattern)
 		slices.SortFunc(found, func(a, b string) int { return pgVersion(b) - pgVersion(a) })
 		dirs = append(dirs, found...)
@@ -183,7 +180,7 @@ func (db *localDB) initdb(ctx context.Context) error {
 // start runs pg_ctl start unless the cluster already runs, reads where it
 // listens from postmaster.pid (port, socket directory and listen address on
 // lines 4 to 6), and creates the database localDBName unless it exists.
-func (db *localDB) start(ctx context.Context, opts localDBOptions) error {
+func (db *localDB) start(ctx context.Context, extra []string) error {
 	if db.pgctl(ctx, "status") != nil {
 		// A unix socket in pgrun/ only; if its path is too long for the kernel, a
 		// free 127.0.0.1 port and no socket, which PostgreSQL would fail to make.
@@ -196,7 +193,7 @@ func (db *localDB) start(ctx context.Context, opts localDBOptions) error {
 			settings = []string{"unix_socket_directories=''", "listen_addresses='127.0.0.1'", "port=" + strconv.Itoa(port)}
 		}
 		if err := db.pgctl(ctx, "start", "-w", "-l", filepath.Join(db.runDir, "postgres.log"),
-			"-o", "-c "+strings.Join(append(settings, opts.settings...), " -c ")); err != nil {
+			"-o", "-c "+strings.Join(append(settings, extra...), " -c ")); err != nil {
 			return err
 		}
 		db.started = true
@@ -218,7 +215,7 @@ func (db *localDB) start(ctx context.Context, opts localDBOptions) error {
 	var exists bool
 	err = conn.QueryRowContext(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", localDBName).Scan(&exists)
 	if err == nil && !exists {
-		_, err = conn.ExecContext(ctx, "CREATE DATABASE "+quoteIdent(localDBName))
+		_, err = conn.ExecContext(ctx, "CREATE DATABASE "+localDBName)
 	}
 	return err
 }
@@ -240,9 +237,6 @@ func (db *localDB) run(ctx context.Context, name string, args ...string) error {
 	}
 	return nil
 }
-
-// quoteIdent quotes a PostgreSQL identifier.
-func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
 
 // freePort asks the kernel for an unused TCP port on 127.0.0.1.
 func freePort() (int, error) {

@@ -47,7 +47,7 @@ func TestLocalDBConcurrentStarts(t *testing.T) {
 	var errs [2]error
 	var wg sync.WaitGroup
 	for i := range dbs {
-		wg.Go(func() { dbs[i], errs[i] = startLocalDB(t.Context(), dir, testClusterOptions) })
+		wg.Go(func() { dbs[i], errs[i] = startLocalDB(t.Context(), dir, testClusterSettings...) })
 	}
 	wg.Wait()
 	for _, db := range dbs {

@@ -57,8 +57,7 @@ const usage = `myapi serves a movies catalogue as a JSON API.
 
 Usage:
   myapi serve                                         listen on MYAPI_ADDR
-  myapi create-user -name NAME -email EMAIL -password PW
-  myapi create-user -name NAME -email EMAIL -password-stdin < pw.txt
+  myapi create-user -name NAME -email EMAIL (-password PW | -password-stdin)
   myapi list-users [-json]                            id, name, email; never a hash
   myapi set-password -email EMAIL (-password PW | -password-stdin)
   myapi delete-user -email EMAIL                      their tokens stop working
@@ -126,16 +125,13 @@ func runMigrate(ctx context.Context, cfg config, args []string, _ io.Reader, std
 	if err := parseFlags(flag.NewFlagSet("migrate", flag.ContinueOnError), args, stderr); err != nil {
 		return err
 	}
-	s, closeDB, err := openStore(ctx, "migrate", cfg, newLogger(stderr, cfg.LogFormat))
-	if err != nil {
+	return withStore(ctx, "migrate", cfg, stderr, func(s *store) error {
+		err := migrate(ctx, s.db, cfg.Env == "dev")
+		if err == nil {
+			fmt.Fprintln(stdout, "migrate: schema is up to date")
+		}
 		return err
-	}
-	defer closeDB()
-	if err := migrate(ctx, s.db, cfg.Env == "dev"); err != nil {
-		return err
-	}
-	fmt.Fprintln(stdout, "migrate: schema is up to date")
-	return nil
+	})
 }
 
 func runServe(ctx context.Context, cfg config, args []string, _ io.Reader, stdout, stderr io.Writer) error {
@@ -149,7 +145,7 @@ func runServe(ctx context.Context, cfg config, args []string, _ io.Reader, stdou
 	}
 	defer closeDB()
 	if err := migrate(ctx, s.db, cfg.Env == "dev"); err != nil {
-		return err
+		return fmt.Errorf("serve: %w", err)
 	}
 	key := cfg.TokenKey // nil in dev with none configured: cfg.Dir keeps one
 	if key == nil {
@@ -200,7 +196,7 @@ func serveUntilDone(ctx context.Context, srv *http.Server, ln net.Listener, time
 func openStore(ctx context.Context, cmd string, cfg config, log *slog.Logger) (s *store, closeDB func(), err error) {
 	dsn, stopLocal := cfg.DatabaseURL, func() {}
 	if dsn == "" {
-		local, err := startLocalDB(ctx, cfg.Dir, localDBOptions{})
+		local, err := startLocalDB(ctx, cfg.Dir)
 		if err != nil {
 			return nil, nil, fmt.Errorf("%s: %w", cmd, err)
 		}

@@ -63,7 +63,7 @@ func testMain(m *testing.M) (int, error) {
 			return 0, err
 		}
 		defer os.RemoveAll(dir)
-		cluster, err := startLocalDB(ctx, dir, testClusterOptions)
+		cluster, err := startLocalDB(ctx, dir, testClusterSettings...)
 		if err != nil {
 			return 0, err
 		}
@@ -103,9 +103,12 @@ func killCluster(db *localDB) error {
 	return db.pgctl(context.Background(), "stop", "-m", "immediate")
 }
 
-// testClusterOptions trade durability, which a throwaway cluster does not
+// testClusterSettings trade durability, which a throwaway cluster does not
 // need, for speed.
-var testClusterOptions = localDBOptions{settings: []string{"fsync=off", "synchronous_commit=off", "full_page_writes=off", "max_connections=200"}}
+var testClusterSettings = []string{"fsync=off", "synchronous_commit=off", "full_page_writes=off", "max_connections=200"}
+
+// quoteIdent quotes a PostgreSQL identifier.
+func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
 
 // dsnWithDatabase returns dsn naming database db instead.
 func dsnWithDatabase(dsn, db string) string {
@@ -465,7 +468,7 @@ func TestReadyzFollowsTheDatabase(t *testing.T) {
 	t.Parallel()
 	// A cluster of its own, since this test stops it under the server;
 	// durable, since it stops it the hard way.
-	cluster, err := startLocalDB(context.Background(), t.TempDir(), localDBOptions{})
+	cluster, err := startLocalDB(context.Background(), t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -488,7 +491,7 @@ func TestReadyzFollowsTheDatabase(t *testing.T) {
 	app.login(t, "ada@example.com", "correct horse").expect(t, 503, unavailable)
 	app.do(t, "GET", "/healthz", nil, nil).expect(t, 200, `{"status":"ok"}`)
 
-	if _, err := startLocalDB(context.Background(), cluster.dir, localDBOptions{}); err != nil {
+	if _, err := startLocalDB(context.Background(), cluster.dir); err != nil {
 		t.Fatal(err)
 	}
 	// The pool may hold connections the restart broke; it drops each

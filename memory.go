@@ -21,10 +21,10 @@ const memoryCap = 10_000
 // a read that raced a change cannot outlive the change by more than that.
 // Expired entries are dropped when read, or all at once at the cap: no
 // goroutine sweeps them.
-type memory[K comparable, V any] struct {
+type memory[V any] struct {
 	now     func() time.Time
 	mu      sync.Mutex
-	entries map[K]remembered[V]
+	entries map[string]remembered[V]
 }
 
 type remembered[V any] struct {
@@ -32,12 +32,12 @@ type remembered[V any] struct {
 	until time.Time
 }
 
-func newMemory[K comparable, V any](now func() time.Time) *memory[K, V] {
-	return &memory[K, V]{now: now, entries: make(map[K]remembered[V])}
+func newMemory[V any](now func() time.Time) *memory[V] {
+	return &memory[V]{now: now, entries: make(map[string]remembered[V])}
 }
 
 // get returns the answer remembered for k, if it still counts.
-func (m *memory[K, V]) get(k K) (v V, ok bool) {
+func (m *memory[V]) get(k string) (v V, ok bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	e, ok := m.entries[k]
@@ -49,7 +49,7 @@ func (m *memory[K, V]) get(k K) (v V, ok bool) {
 }
 
 // put remembers v for k, read by a query that started at start.
-func (m *memory[K, V]) put(k K, v V, start time.Time) {
+func (m *memory[V]) put(k string, v V, start time.Time) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if len(m.entries) >= memoryCap {

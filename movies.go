@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"net/http"
 	"strconv"
@@ -68,7 +67,7 @@ func handleNewMovies(d deps) http.Handler {
 // movie returns the movie with id, or errNotFound.
 func (s *store) movie(ctx context.Context, id int32) (m Movie, err error) {
 	err = queryRow(ctx, s.db, "SELECT movie_id, title, released, rating FROM myapi.movies WHERE movie_id = $1",
-		[]any{id}, &m.ID, &m.Title, &m.Released, (*float64)(&m.Rating))
+		[]any{id}, movieColumns(&m)...)
 	return m, err
 }
 
@@ -80,11 +79,8 @@ func (s *store) movie(ctx context.Context, id int32) (m Movie, err error) {
 func (s *store) newMovies(ctx context.Context, year int32, minRating float64) ([]Movie, error) {
 	return queryAll(ctx, s.db, `SELECT movie_id, title, released, rating
 		FROM myapi.new_movies($1::integer, $2::numeric)`,
-		[]any{year, strconv.FormatFloat(minRating, 'g', -1, 64)}, scanMovie)
+		[]any{year, strconv.FormatFloat(minRating, 'g', -1, 64)}, movieColumns)
 }
 
-func scanMovie(rows *sql.Rows) (Movie, error) {
-	var m Movie
-	err := rows.Scan(&m.ID, &m.Title, &m.Released, (*float64)(&m.Rating))
-	return m, err
-}
+// movieColumns are the fields of m that the queries' columns fill, in order.
+func movieColumns(m *Movie) []any { return []any{&m.ID, &m.Title, &m.Released, (*float64)(&m.Rating)} }

@@ -135,6 +135,21 @@ func TestQueryThatDoesNotFitIs500(t *testing.T) {
 	}
 }
 
+// TestRowWithoutJSONIs500: NUMERIC holds NaN, which JSON cannot; writeJSON's
+// panic is a 500 with the cause in the log.
+func TestRowWithoutJSONIs500(t *testing.T) {
+	t.Parallel()
+	dsn, _ := databaseWithAda(t)
+	db := openTestDB(t, dsn)
+	mustExec(t, db, "INSERT INTO myapi.movies VALUES (1, 'Nothing', 2000, 'NaN')")
+	logs := &syncBuffer{}
+	app := serveHandler(t, newHandler(testDeps(newLogger(logs, "text"), db)))
+	app.do(t, "GET", "/movies/?movie_id=1", signedBearer(t, db, "ada@example.com"), nil).expect(t, 500, `{"detail":"Internal Server Error"}`)
+	if !strings.Contains(logs.String(), `level=ERROR msg=panic panic="writeJSON: json: error calling MarshalJSON`) {
+		t.Errorf("the log does not show the cause:\n%s", logs)
+	}
+}
+
 func TestRatingIsWrittenWithItsDecimal(t *testing.T) {
 	t.Parallel()
 	for r, want := range map[rating]string{9: "9.0", 9.2: "9.2", 0: "0.0", -1.5: "-1.5", 8.8: "8.8"} {

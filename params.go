@@ -7,16 +7,10 @@ import (
 	"strings"
 )
 
-// params reads a request's parameters, each from the query or the path
-// ("query" or "path", as the OpenAPI document says), and collects their
-// problems, so that one 422 lists them all: a handler reads every
-// parameter, then answers validationFailed(w, r, p.problems) if there are
-// any, as handleNewMovies does.
-//
-// The query is read by url.ParseQuery: a pair whose %-escape is malformed,
-// or that holds a ";", counts as absent. When a parameter is repeated, the
-// last value counts. A path parameter is a wildcard of the route's pattern,
-// such as {director_id}.
+// params reads a request's parameters, from the "query" or the "path" (a
+// wildcard of the route's pattern), and collects their problems, so that one
+// 422 lists them all. url.ParseQuery reads the query: a pair with a malformed
+// %-escape or a ";" counts as absent; of a repeated parameter, the last counts.
 type params struct {
 	r        *http.Request
 	query    url.Values

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/json"
@@ -98,18 +99,16 @@ func handleNoRoute(mux *http.ServeMux) http.Handler {
 			methodNotAllowed(w, r, allow)
 			return
 		}
-		if p := r.URL.Path; p != "/" {
-			other := p + "/"
-			if strings.HasSuffix(p, "/") {
-				other = strings.TrimRight(p, "/")
-			}
-			if other != "" && allowedMethods(mux, r, other) != nil {
-				u := *r.URL
-				u.Path, u.RawPath = other, ""
-				w.Header().Set("Location", u.RequestURI())
-				w.WriteHeader(http.StatusTemporaryRedirect)
-				return
-			}
+		other, trimmed := strings.CutSuffix(r.URL.Path, "/")
+		if !trimmed {
+			other += "/"
+		}
+		if other != "" && allowedMethods(mux, r, other) != nil {
+			u := *r.URL
+			u.Path, u.RawPath = other, ""
+			w.Header().Set("Location", u.RequestURI())
+			w.WriteHeader(http.StatusTemporaryRedirect)
+			return
 		}
 		notFound(w, r)
 	})
@@ -167,10 +166,8 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		// Only a programming error (an unencodable type) gets here.
-		http.Error(w, `{"detail":"Internal Server Error"}`, http.StatusInternalServerError)
-		return
+	if err := enc.Encode(v); err != nil { // a bug, or a NaN stored in a NUMERIC column
+		panic("writeJSON: " + err.Error()) // recoverPanics logs it and answers 500
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
@@ -186,16 +183,11 @@ type requestLog struct {
 
 type requestLogKey struct{}
 
-func requestLogOf(ctx context.Context) *requestLog {
-	l, _ := ctx.Value(requestLogKey{}).(*requestLog)
-	return l
-}
-
 // addLogAttrs adds attrs to r's line in the request log, which
 // logRequests writes once the handler returns: requireUser adds the user,
 // errorResponse the error's detail.
 func addLogAttrs(r *http.Request, attrs ...slog.Attr) {
-	if l := requestLogOf(r.Context()); l != nil {
+	if l, ok := r.Context().Value(requestLogKey{}).(*requestLog); ok {
 		l.attrs = append(l.attrs, attrs...)
 	}
 }
@@ -204,7 +196,7 @@ func addLogAttrs(r *http.Request, attrs ...slog.Attr) {
 type requestIDHandler struct{ slog.Handler }
 
 func (h requestIDHandler) Handle(ctx context.Context, rec slog.Record) error {
-	if l := requestLogOf(ctx); l != nil {
+	if l, ok := ctx.Value(requestLogKey{}).(*requestLog); ok {
 		rec.AddAttrs(slog.String("request_id", l.id))
 	}
 	return h.Handler.Handle(ctx, rec)
@@ -237,12 +229,12 @@ func logRequests(log *slog.Logger, h http.Handler) http.Handler {
 		l := &requestLog{id: requestID(r)}
 		w.Header().Set("X-Request-ID", l.id)
 		ctx := context.WithValue(r.Context(), requestLogKey{}, l)
-		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		rec := &statusRecorder{ResponseWriter: w}
 		h.ServeHTTP(rec, r.WithContext(ctx))
 		attrs := append([]slog.Attr{
 			slog.String("method", r.Method),
 			slog.String("path", r.URL.Path),
-			slog.Int("status", rec.status),
+			slog.Int("status", cmp.Or(rec.status, http.StatusOK)), // none written: 200
 			slog.Int("bytes", rec.bytes),
 			slog.Duration("duration", time.Since(start)),
 		}, l.attrs...)
@@ -253,20 +245,16 @@ func logRequests(log *slog.Logger, h http.Handler) http.Handler {
 // statusRecorder remembers a response's status and size, for the log.
 type statusRecorder struct {
 	http.ResponseWriter
-	status      int
-	bytes       int
-	wroteHeader bool
+	status, bytes int // status 0: not written yet
 }
 
 func (r *statusRecorder) WriteHeader(status int) {
-	if !r.wroteHeader {
-		r.status, r.wroteHeader = status, true
-	}
+	r.status = cmp.Or(r.status, status)
 	r.ResponseWriter.WriteHeader(status)
 }
 
 func (r *statusRecorder) Write(b []byte) (int, error) {
-	r.wroteHeader = true
+	r.status = cmp.Or(r.status, http.StatusOK)
 	n, err := r.ResponseWriter.Write(b)
 	r.bytes += n
 	return n, err
@@ -279,15 +267,14 @@ func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter 
 func recoverPanics(log *slog.Logger, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		defer func() {
-			v := recover()
-			if v == nil {
-				return
-			}
-			if v == http.ErrAbortHandler { // the handler's way to drop a connection
+			switch v := recover(); v {
+			case nil:
+			case http.ErrAbortHandler: // the handler's way to drop a connection
 				panic(v)
+			default:
+				log.LogAttrs(r.Context(), slog.LevelError, "panic", slog.Any("panic", v), slog.String("stack", string(debug.Stack())))
+				internalError(w, r)
 			}
-			log.LogAttrs(r.Context(), slog.LevelError, "panic", slog.Any("panic", v), slog.String("stack", string(debug.Stack())))
-			internalError(w, r)
 		}()
 		h.ServeHTTP(w, r)
 	})

@@ -32,8 +32,6 @@ const (
 	// is a 503, not a hung request.
 	queryTimeout   = 3 * time.Second
 	connectTimeout = 10 * time.Second // opening the pool at start
-	// migrateLockTimeout is schema.sql's lock_timeout.
-	migrateLockTimeout = 5 * time.Second
 )
 
 var (
@@ -46,21 +44,22 @@ var (
 // (memory.go): accounts by email, and when blocked login keys are free.
 type store struct {
 	db       *sql.DB
-	accounts *memory[string, accountState]
-	blocked  *memory[string, time.Time]
+	accounts *memory[accountState]
+	blocked  *memory[time.Time]
 }
 
 // newStore returns the store of db; now is the memory's clock.
 func newStore(db *sql.DB, now func() time.Time) *store {
-	return &store{db: db, accounts: newMemory[string, accountState](now), blocked: newMemory[string, time.Time](now)}
+	return &store{db: db, accounts: newMemory[accountState](now), blocked: newMemory[time.Time](now)}
 }
 
-// openDB opens a pool of maxConns connections on dsn, each checked before
+// openDB opens a pool of maxConns connections on dsn, each connected before
 // it returns, so that a server that answers is ready at speed.
 func openDB(ctx context.Context, dsn string, maxConns int) (*sql.DB, error) {
 	cfg, err := pgx.ParseConfig(dsn)
 	if err != nil {
-		return nil, fmt.Errorf("open database: %w", hideConnString(err))
+		// Not err: its message can quote the password.
+		return nil, errors.New("open database: the connection string is not a valid PostgreSQL URL or key=value DSN")
 	}
 	db := stdlib.OpenDB(*cfg, stdlib.OptionAfterConnect(retireLater), stdlib.OptionResetSession(retireIfDue))
 	db.SetMaxOpenConns(maxConns)
@@ -75,15 +74,12 @@ func openDB(ctx context.Context, dsn string, maxConns int) (*sql.DB, error) {
 		}
 	}()
 	for range maxConns {
-		c, err := db.Conn(ctx)
-		if err == nil {
-			err = c.PingContext(ctx)
-			conns = append(conns, c)
-		}
+		c, err := db.Conn(ctx) // a new connection, made and authenticated
 		if err != nil {
 			db.Close()
-			return nil, fmt.Errorf("connect to database: %w", hideConnString(err))
+			return nil, fmt.Errorf("connect to database: %w", err)
 		}
+		conns = append(conns, c)
 	}
 	return db, nil
 }
@@ -106,16 +102,6 @@ func retireIfDue(_ context.Context, c *pgx.Conn) error {
 		return driver.ErrBadConn
 	}
 	return nil
-}
-
-// hideConnString replaces a connection-string parse error, which can quote
-// the password, with a fixed message.
-func hideConnString(err error) error {
-	var perr *pgconn.ParseConfigError
-	if errors.As(err, &perr) {
-		return errors.New("the connection string is not a valid PostgreSQL URL or key=value DSN")
-	}
-	return err
 }
 
 // unavailable reports whether err means that the database cannot answer
@@ -157,14 +143,14 @@ func migrate(ctx context.Context, db *sql.DB, withSamples bool) error {
 	}
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("migrate: %w", err)
+		return fmt.Errorf("apply schema.sql: %w", err)
 	}
 	defer tx.Rollback()
 	if _, err := tx.ExecContext(ctx, script); err != nil {
-		return fmt.Errorf("migrate: %w", err)
+		return fmt.Errorf("apply schema.sql: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("migrate: commit: %w", err)
+		return fmt.Errorf("apply schema.sql: commit: %w", err)
 	}
 	return nil
 }
@@ -187,9 +173,10 @@ func queryRow(ctx context.Context, db *sql.DB, query string, args []any, dest ..
 	return err
 }
 
-// queryAll returns every row of query, scanned by scan, never nil: an empty
-// result encodes as [], not null.
-func queryAll[T any](ctx context.Context, db *sql.DB, query string, args []any, scan func(*sql.Rows) (T, error)) ([]T, error) {
+// queryAll returns every row of query, each scanned into the fields of a T
+// that columns lists, in the query's order. It is never nil: no rows
+// encode as [], not null.
+func queryAll[T any](ctx context.Context, db *sql.DB, query string, args []any, columns func(*T) []any) ([]T, error) {
 	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
 	defer cancel()
 	rows, err := db.QueryContext(ctx, query, args...)
@@ -199,8 +186,8 @@ func queryAll[T any](ctx context.Context, db *sql.DB, query string, args []any, 
 	defer rows.Close()
 	out := []T{}
 	for rows.Next() {
-		v, err := scan(rows)
-		if err != nil {
+		var v T
+		if err := rows.Scan(columns(&v)...); err != nil {
 			return nil, err
 		}
 		out = append(out, v)
@@ -217,10 +204,8 @@ func (s *store) userByEmail(ctx context.Context, email string) (user, error) {
 		return user{}, errNotFound
 	}
 	var u user
-	var stamp sql.NullString // NULL: an account the original service made
-	err := queryRow(ctx, s.db, "SELECT user_id, name, email, hashed_password, security_stamp FROM myapi.users WHERE email = $1",
-		[]any{email}, &u.ID, &u.Name, &u.Email, &u.HashedPassword, &stamp)
-	u.Stamp = stamp.String
+	err := queryRow(ctx, s.db, `SELECT user_id, name, email, hashed_password, coalesce(security_stamp, '')
+		FROM myapi.users WHERE email = $1`, []any{email}, &u.ID, &u.Name, &u.Email, &u.HashedPassword, &u.Stamp)
 	return u, err
 }
 
@@ -249,7 +234,7 @@ func (s *store) account(ctx context.Context, email string) (accountState, error)
 // listAccounts returns every user, by id, without the password hashes.
 func (s *store) listAccounts(ctx context.Context) ([]user, error) {
 	return queryAll(ctx, s.db, "SELECT user_id, name, email FROM myapi.users ORDER BY user_id", nil,
-		func(rows *sql.Rows) (u user, err error) { return u, rows.Scan(&u.ID, &u.Name, &u.Email) })
+		func(u *user) []any { return []any{&u.ID, &u.Name, &u.Email} })
 }
 
 // newStamp returns a new security stamp, which revokes the tokens that

@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"crypto/sha256"
-	"database/sql"
 	"log/slog"
 	"net"
 	"net/http"
@@ -118,7 +117,7 @@ func (s *store) blockedFor(ctx context.Context, k throttleKeys) (time.Duration, 
 		secs float64
 	}
 	blocks, err := queryAll(ctx, s.db, blockedSQL, []any{k.client, k.account, maxClientFailures, maxAccountFailures},
-		func(rows *sql.Rows) (b block, err error) { return b, rows.Scan(&b.key, &b.secs) })
+		func(b *block) []any { return []any{&b.key, &b.secs} })
 	if err != nil {
 		return 0, err
 	}

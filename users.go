@@ -158,8 +158,8 @@ func runUnblock(ctx context.Context, cfg config, args []string, _ io.Reader, std
 	})
 }
 
-// withStore opens cfg's database for the account command cmd, which does not
-// migrate, and runs f. f's error names cmd, or says to migrate first.
+// withStore opens cfg's database for the command cmd and runs f. f's error
+// names cmd, or says to migrate first: only serve and migrate apply schema.sql.
 func withStore(ctx context.Context, cmd string, cfg config, stderr io.Writer, f func(*store) error) error {
 	s, closeDB, err := openStore(ctx, cmd, cfg, newLogger(stderr, cfg.LogFormat))
 	if err != nil {
@@ -167,7 +167,7 @@ func withStore(ctx context.Context, cmd string, cfg config, stderr io.Writer, f 
 	}
 	defer closeDB()
 	err = f(s)
-	if schemaMissing(err) {
+	if cmd != "migrate" && schemaMissing(err) {
 		return fmt.Errorf("%s: the database's myapi schema is missing or out of date: run the migrate command first", cmd)
 	}
 	if err != nil {

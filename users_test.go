@@ -258,18 +258,18 @@ func TestServersRememberForASecond(t *testing.T) {
 
 func TestMemoryIsBounded(t *testing.T) {
 	t.Parallel()
-	m := newMemory[int, int](time.Now)
+	m := newMemory[int](time.Now)
 	for i := range memoryCap + 10 {
-		m.put(i, i, time.Now())
+		m.put(strconv.Itoa(i), i, time.Now())
 	}
 	if n := len(m.entries); n > memoryCap {
 		t.Errorf("%d entries, want at most %d", n, memoryCap)
 	}
-	if v, ok := m.get(memoryCap + 9); !ok || v != memoryCap+9 {
+	if v, ok := m.get(strconv.Itoa(memoryCap + 9)); !ok || v != memoryCap+9 {
 		t.Errorf("the newest entry: %d, %v", v, ok)
 	}
-	m.put(-1, -1, time.Now().Add(-memoryTTL)) // its query started a second ago
-	if _, ok := m.get(-1); ok {
+	m.put("old", -1, time.Now().Add(-memoryTTL)) // its query started a second ago
+	if _, ok := m.get("old"); ok {
 		t.Error("an answer outlived its query's start by a second")
 	}
 }
@@ -338,6 +338,9 @@ func TestMigrateOriginalDatabase(t *testing.T) {
 	app.do(t, "GET", moviesPath, bearer(app.token(t, "ada@example.com", "battery staple")), nil).expect(t, 200, `[]`)
 }
 
+// migrateLockTimeout is schema.sql's lock_timeout.
+const migrateLockTimeout = 5 * time.Second
+
 // TestMigrateLockTimeout adds the column while a long read (a pg_dump)
 // holds the users table: migrate must give up after its lock timeout and
 // say why, not queue every request behind it.
@@ -354,7 +357,7 @@ func TestMigrateLockTimeout(t *testing.T) {
 	if d := time.Since(start); d < migrateLockTimeout-time.Second || d > migrateLockTimeout+3*time.Second {
 		t.Errorf("migrate gave up after %v, want about %v", d, migrateLockTimeout)
 	}
-	if err == nil || !strings.HasPrefix(err.Error(), "migrate: ") || !strings.Contains(err.Error(), "lock timeout") {
+	if err == nil || !strings.HasPrefix(err.Error(), "apply schema.sql: ") || !strings.Contains(err.Error(), "lock timeout") {
 		t.Errorf("migrate: %v, want a lock timeout", err)
 	}
 	read.Rollback()
