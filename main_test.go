@@ -462,6 +462,12 @@ func TestServeOperationalRoutes(t *testing.T) {
 			t.Errorf("%s %s: X-Content-Type-Options = %q", c.method, c.path, got)
 		}
 	}
+	// Request targets that are no path: the same JSON 404.
+	for _, target := range []string{"OPTIONS *", "GET *", "CONNECT x:1"} {
+		res := rawExchange(t, strings.TrimPrefix(app.url, "http://"), target+" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", false)
+		res.expect(t, 404, notFound)
+		res.expectHeader(t, "X-Content-Type-Options", "nosniff")
+	}
 }
 
 func TestReadyzFollowsTheDatabase(t *testing.T) {

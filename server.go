@@ -70,7 +70,9 @@ func newHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    maxHeaderBytes,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		// OPTIONS * goes to the handler, with the headers every response has.
+		DisableGeneralOptionsHandler: true,
+		ErrorLog:                     slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 }
 
@@ -131,7 +133,8 @@ func allowedMethods(mux *http.ServeMux, r *http.Request, path string) []string {
 // decodedPaths routes every request by its decoded path, as the original
 // does: "%2F" is a "/" like any other, where ServeMux would keep it inside a
 // segment. A path with "//", "/./" or "/../" is 404, where ServeMux would
-// redirect it with an HTML body.
+// redirect it with an HTML body, and so is one that does not start with "/"
+// ("*", a CONNECT's ""), which ServeMux answers in plain text.
 func decodedPaths(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p := r.URL.Path
@@ -139,7 +142,7 @@ func decodedPaths(h http.Handler) http.Handler {
 		if strings.HasSuffix(p, "/") && clean != "/" {
 			clean += "/"
 		}
-		if strings.HasPrefix(p, "/") && clean != p {
+		if !strings.HasPrefix(p, "/") || clean != p {
 			notFound(w, r)
 			return
 		}
