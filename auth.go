@@ -12,6 +12,8 @@ import (
 	"mime/multipart"
 	"net/http"
 	"net/url"
+	"os"
+	"runtime"
 	"strings"
 	"time"
 
@@ -25,16 +27,6 @@ const (
 	minPasswordBytes = 8
 	maxPasswordBytes = 72
 )
-
-// user is a row of myapi.users. In JSON (list-users -json) it never shows
-// the hash or the stamp.
-type user struct {
-	ID             int    `json:"id"`
-	Name           string `json:"name"`
-	Email          string `json:"email"`
-	HashedPassword string `json:"-"`
-	Stamp          string `json:"-"` // security stamp; "" for none
-}
 
 // tokenResponse is the body of a successful login (RFC 6749 §5.1).
 type tokenResponse struct {
@@ -192,6 +184,22 @@ const bcryptWait = 3 * time.Second
 
 var errBusy = errors.New("too many logins in progress")
 
+// procsForBcrypt returns how many bcrypt comparisons serve runs at once:
+// half the cores, at least one. A comparison holds its P for the quarter
+// second it computes, so it also gives the scheduler as many Ps again, and
+// the cheap requests keep one per core while logins run
+// (docs/performance.md). A GOMAXPROCS the operator set is left alone, and
+// a third of it compares.
+func procsForBcrypt() int {
+	if os.Getenv("GOMAXPROCS") != "" {
+		return max(1, runtime.GOMAXPROCS(0)/3)
+	}
+	runtime.SetDefaultGOMAXPROCS() // the cores, or the container's limit: serving twice does not add up
+	cores := runtime.GOMAXPROCS(0)
+	runtime.GOMAXPROCS(cores + max(1, cores/2))
+	return max(1, cores/2)
+}
+
 // bcryptLimiter bounds the bcrypt comparisons this process runs at once,
 // and holds the dummy hash that unknown emails are compared against.
 type bcryptLimiter struct {
@@ -230,11 +238,11 @@ func (b *bcryptLimiter) compare(ctx context.Context, hash, password string) (ok 
 // requireUser lets a request through only with a valid bearer token (RFC
 // 6750 §2.1: from the Authorization header, never the query string) whose
 // subject is a user with the token's security stamp: deleting a user or
-// setting their password revokes their tokens.
+// setting their password revokes their tokens. The handler gets the user
+// from currentUser.
 func requireUser(d deps, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		// Split at the first space, as the original does: "Bearer  t" is
-		// a token that starts with a space, and fails.
+		// Split at the first space, as the original does (compat.go).
 		scheme, token, _ := strings.Cut(r.Header.Get("Authorization"), " ")
 		if !strings.EqualFold(scheme, "Bearer") {
 			noBearerToken(w, r)
@@ -253,17 +261,30 @@ func requireUser(d deps, h http.Handler) http.Handler {
 		// handler's own, so that it is answered within queryTimeout.
 		ctx, cancel := context.WithTimeout(r.Context(), queryTimeout)
 		defer cancel()
-		a, err := d.store.account(ctx, claims.Sub)
+		u, found, err := d.store.tokenUser(ctx, claims.Sub)
 		if err != nil {
 			databaseFailed(w, r, d.log, err)
 			return
 		}
 		// A missing stamp is "": it passes only for an account without one.
-		if !a.exists || subtle.ConstantTimeCompare([]byte(claims.Stamp), []byte(a.stamp)) != 1 {
+		if !found || subtle.ConstantTimeCompare([]byte(claims.Stamp), []byte(u.Stamp)) != 1 {
 			badToken(w, r)
 			return
 		}
 		addLogAttrs(r, slog.String("user", claims.Sub))
-		h.ServeHTTP(w, r.WithContext(ctx))
+		h.ServeHTTP(w, r.WithContext(context.WithValue(ctx, userKey{}, u)))
 	})
+}
+
+type userKey struct{}
+
+// currentUser is the account of the request's token, for a handler behind
+// requireUser (authed in routes). Behind no check there is no user: that is
+// a bug, and a 500.
+func currentUser(r *http.Request) user {
+	u, ok := r.Context().Value(userKey{}).(user)
+	if !ok {
+		panic("currentUser: route " + r.Pattern + " is not wrapped in authed (server.go)")
+	}
+	return u
 }

@@ -26,7 +26,7 @@ func TestDocsPage(t *testing.T) {
 	t.Parallel()
 	app := startApp(t, testEnv(t, newTestDatabase(t)))
 	doc := app.do(t, "GET", "/openapi.json", nil, nil)
-	if doc.expect(t, 200, string(openapiJSON)); doc.header.Get("Content-Type") != "application/json" {
+	if doc.expect(t, 200, string(openAPIDocument())); doc.header.Get("Content-Type") != "application/json" {
 		t.Errorf("/openapi.json: Content-Type %q", doc.header.Get("Content-Type"))
 	}
 	res := app.do(t, "GET", "/docs", nil, nil)

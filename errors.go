@@ -41,13 +41,13 @@ func methodNotAllowed(w http.ResponseWriter, r *http.Request, allow []string) {
 // noBearerToken answers a request without an Authorization: Bearer header.
 func noBearerToken(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("WWW-Authenticate", "Bearer")
-	errorResponse(w, r, http.StatusUnauthorized, "Invalid token")
+	errorResponse(w, r, http.StatusUnauthorized, detailNoToken)
 }
 
 // badToken answers a token that is malformed, forged or revoked.
 func badToken(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
-	errorResponse(w, r, http.StatusUnauthorized, "Invalid credentials")
+	errorResponse(w, r, http.StatusUnauthorized, detailBadToken)
 }
 
 func expiredToken(w http.ResponseWriter, r *http.Request) {

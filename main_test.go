@@ -526,6 +526,13 @@ func TestRunUsage(t *testing.T) {
 			t.Errorf("run %s = %v, printed %q; want the usage", arg, err, stdout)
 		}
 	}
+	// A command's -h comes before the configuration, which here is bad.
+	prod := testEnv(t, "", "MYAPI_ENV", "prod", "MYAPI_TOKEN_KEY", "")
+	for _, cmd := range []string{"serve", "create-user", "set-password", "migrate"} {
+		if _, stderr, err := runCmd(t, prod, "", cmd, "-h"); err != nil || !strings.Contains(stderr, "Usage of "+cmd) {
+			t.Errorf("%s -h = %v, stderr %q; want its usage", cmd, err, stderr)
+		}
+	}
 }
 
 func TestServeRefusesMissingProductionSettings(t *testing.T) {

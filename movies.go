@@ -15,19 +15,11 @@ type Movie struct {
 	Rating   rating `json:"rating"`
 }
 
-// rating is a NUMERIC(2,1) score. It is always written with its decimal
-// (9.0, never 9), as the original writes it.
-type rating float64
-
-func (r rating) MarshalJSON() ([]byte, error) {
-	return strconv.AppendFloat(nil, float64(r), 'f', 1, 64), nil
-}
-
 // handleGetMovie is GET /movies/?movie_id=N.
 func handleGetMovie(d deps) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p := readParams(r)
-		id := p.int("query", "movie_id")
+		id := p.queryInt("movie_id")
 		if p.problems != nil {
 			validationFailed(w, r, p.problems)
 			return
@@ -49,8 +41,8 @@ func handleGetMovie(d deps) http.Handler {
 func handleNewMovies(d deps) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p := readParams(r)
-		year := p.int("query", "year")
-		minRating := p.float("query", "rating")
+		year := p.queryInt("year")
+		minRating := p.queryFloat("rating")
 		if p.problems != nil {
 			validationFailed(w, r, p.problems)
 			return

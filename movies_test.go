@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"io"
-	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -187,25 +186,4 @@ func BenchmarkGetMovie(b *testing.B) {
 
 func BenchmarkNewMovies(b *testing.B) {
 	benchmarkMovies(b, "/movies/new?year=1990&rating=9", "["+shawshank)
-}
-
-// TestPathParameter reads a path parameter as a new service would: its
-// problems are reported at loc ["path", name].
-func TestPathParameter(t *testing.T) {
-	t.Parallel()
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /x/{id}", func(w http.ResponseWriter, r *http.Request) {
-		p := readParams(r)
-		id := p.int("path", "id")
-		if p.problems != nil {
-			validationFailed(w, r, p.problems)
-			return
-		}
-		writeJSON(w, http.StatusOK, id)
-	})
-	app := serveHandler(t, mux)
-	notInt := `{"detail":[{"loc":["path","id"],"msg":"value is not a valid integer","type":"type_error.integer"}]}`
-	app.do(t, "GET", "/x/-7", nil, nil).expect(t, 200, "-7")
-	app.do(t, "GET", "/x/7.0", nil, nil).expect(t, 422, notInt)
-	app.do(t, "GET", "/x/%20", nil, nil).expect(t, 422, notInt)
 }

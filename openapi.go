@@ -3,37 +3,41 @@ package main
 import (
 	"bytes"
 	"crypto/sha256"
-	_ "embed"
 	"encoding/base64"
+	"embed"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"html/template"
+	"io/fs"
 	"net/http"
 	"net/url"
 	"strings"
 )
 
-// openapiJSON is the OpenAPI document, written by hand. openapi_test.go keeps
-// it true: every route documented, every example replayed against the server.
+// openapiFiles are the OpenAPI document, written by hand in parts:
+// openapi/shared.json, its head and what every resource shares, and a file
+// per resource. openapi_test.go keeps them true: every route documented,
+// every example replayed against the server.
 //
-//go:embed openapi.json
-var openapiJSON []byte
+//go:embed openapi/*.json
+var openapiFiles embed.FS
 
 //go:embed docs.html
 var docsHTML string
 
-// handleOpenAPI serves the OpenAPI document.
+// handleOpenAPI serves the OpenAPI document, merged once: it never changes.
 func handleOpenAPI() http.Handler {
+	doc := openAPIDocument()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		w.Write(openapiJSON)
+		w.Write(doc)
 	})
 }
 
-// handleDocs serves the document as an HTML page, rendered once: it never changes.
+// handleDocs serves the document as an HTML page, rendered once.
 func handleDocs() http.Handler {
-	page, csp := renderDocs(openapiJSON)
+	page, csp := renderDocs(openAPIDocument())
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.Header().Set("Content-Security-Policy", csp)
@@ -61,6 +65,67 @@ func renderDocs(doc []byte) (page []byte, csp string) {
 	csp = "default-src 'none'; style-src 'sha256-" + base64.StdEncoding.EncodeToString(sum[:]) +
 		"'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 	return buf.Bytes(), csp
+}
+
+// openAPIDocument merges the files of openapiFiles, in name order, into
+// one document. Like template.Must, it panics on an error: they are
+// compiled in, and the tests merge them first.
+func openAPIDocument() []byte {
+	names, _ := fs.Glob(openapiFiles, "openapi/*.json")
+	doc := make(map[string]json.RawMessage)
+	for _, name := range names {
+		b, err := openapiFiles.ReadFile(name)
+		if err == nil {
+			err = mergeJSON(doc, b, 2, "")
+		}
+		if err != nil {
+			panic(name + ": " + err.Error())
+		}
+	}
+	return marshalRaw(doc)
+}
+
+// marshalRaw is json.Marshal without HTML escaping, so that the examples
+// keep "<" and "&" as the server writes them. v holds valid JSON only.
+func marshalRaw(v any) json.RawMessage {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	enc.Encode(v)
+	return bytes.TrimSpace(b.Bytes())
+}
+
+// mergeJSON merges the JSON object src into dst, member by member: arrays
+// (tags) join, objects merge down to depth more levels (paths, then each
+// path's methods; components, then each kind), and anything else in both is
+// a conflict. Values below are kept as written, their order and numbers too.
+func mergeJSON(dst map[string]json.RawMessage, src []byte, depth int, at string) error {
+	var members map[string]json.RawMessage
+	if err := json.Unmarshal(src, &members); err != nil {
+		return err
+	}
+	for k, v := range members {
+		old, ok := dst[k]
+		switch {
+		case !ok:
+			dst[k] = v
+		case old[0] == '[' && v[0] == '[':
+			var a, b []json.RawMessage
+			json.Unmarshal(old, &a)
+			json.Unmarshal(v, &b)
+			dst[k] = marshalRaw(append(a, b...))
+		case old[0] == '{' && v[0] == '{' && depth > 0:
+			merged := make(map[string]json.RawMessage)
+			json.Unmarshal(old, &merged)
+			if err := mergeJSON(merged, v, depth-1, fmt.Sprintf("%s[%q]", at, k)); err != nil {
+				return err
+			}
+			dst[k] = marshalRaw(merged)
+		default:
+			return fmt.Errorf("%s[%q] is also in another file of openapi/: keep one", at, k)
+		}
+	}
+	return nil
 }
 
 // openAPIDoc is the part of an OpenAPI 3.1 document the page shows and the

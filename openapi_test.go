@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"maps"
 	"net/http"
@@ -21,10 +22,11 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// The drift tests: openapi.json documents the routes that routes
-// (server.go) registers, each example is what the real server answers, byte
-// for byte, each operation's security is what the server asks for, and the
-// document is OpenAPI 3.1. Each failure says which file to change and how.
+// The drift tests: the document merged from openapi/ documents the routes
+// that routes (server.go) registers, each example is what the real server
+// answers, byte for byte, each operation's security is what the server asks
+// for, and the document is OpenAPI 3.1. Each failure says which file to
+// change and how.
 
 // notDocumented are the routes the document leaves out on purpose: like
 // FastAPI's, it does not describe itself or its own rendering.
@@ -32,7 +34,7 @@ var notDocumented = []string{"GET /openapi.json", "GET /docs"}
 
 func mustParseOpenAPI(t *testing.T) *openAPIDoc {
 	t.Helper()
-	doc, err := parseOpenAPI(openapiJSON)
+	doc, err := parseOpenAPI(openAPIDocument())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,9 +47,34 @@ type operation struct {
 	*apiOperation
 }
 
-// String is the operation as routes names it; at, where it sits in openapi.json.
+// String is the operation as routes names it; at, where it is written.
 func (o operation) String() string { return o.method + " " + o.path }
-func (o operation) at() string     { return fmt.Sprintf("paths[%q].%s", o.path, strings.ToLower(o.method)) }
+func (o operation) at() string {
+	return fmt.Sprintf("%s: paths[%q].%s", pathFile(o.path), o.path, strings.ToLower(o.method))
+}
+
+// fileOf names the file of openapi/ whose part of the document has what
+// it looks for, or "openapi/*.json" when none has.
+func fileOf(has func(part *openAPIDoc) bool) string {
+	names, _ := fs.Glob(openapiFiles, "openapi/*.json")
+	for _, name := range names {
+		b, _ := openapiFiles.ReadFile(name)
+		if part, err := parseOpenAPI(b); err == nil && has(part) {
+			return name
+		}
+	}
+	return "openapi/*.json"
+}
+
+// pathFile names the file that documents path: the one that has it, else the
+// one its resource's operations belong in, named for its first segment.
+func pathFile(path string) string {
+	if f := fileOf(func(d *openAPIDoc) bool { return d.Paths[path] != nil }); f != "openapi/*.json" {
+		return f
+	}
+	resource, _, _ := strings.Cut(strings.TrimPrefix(path, "/"), "/")
+	return "openapi/" + resource + ".json"
+}
 
 // operations lists the document's operations by path and method.
 func operations(doc *openAPIDoc) []operation {
@@ -71,8 +98,11 @@ func servedRoutes(t *testing.T) []string {
 	routes(d, func(pattern string, _ http.Handler) {
 		method, path, ok := strings.Cut(pattern, " ")
 		if !ok || !strings.HasPrefix(path, "/") {
-			t.Errorf(`server.go: route %q needs a method and no host, as in "GET /directors/{$}", for openapi.json to document it`, pattern)
+			t.Errorf(`server.go: route %q needs a method and no host, as in "GET /directors/{$}", for openapi/ to document it`, pattern)
 			return
+		}
+		if strings.HasSuffix(path, "/") {
+			t.Errorf(`server.go: route %q ends in "/", which ServeMux matches for every path under it: write %q to route the list alone`, pattern, pattern+"{$}")
 		}
 		set[method+" "+strings.TrimSuffix(path, "{$}")] = true
 	})
@@ -98,14 +128,14 @@ func TestOpenAPIDocumentsEveryRoute(t *testing.T) {
 	for _, op := range operations(mustParseOpenAPI(t)) {
 		documented = append(documented, op.String())
 		if !slices.Contains(served, op.String()) {
-			t.Errorf(`openapi.json: %s is documented but server.go does not route it: remove %s, or add its route to routes in server.go (ServeMux's "/x/{$}" is the document's "/x/")`, op, op.at())
+			t.Errorf(`%s is documented but server.go does not route it: remove it, or add its route to routes in server.go (ServeMux's "/x/{$}" is the document's "/x/")`, op.at())
 		}
 	}
 	for _, r := range served {
 		if !slices.Contains(documented, r) {
 			method, path, _ := strings.Cut(r, " ")
-			t.Errorf(`openapi.json: %s is routed in server.go but not documented: add %q under paths[%q] with its responses and an example for each (README: Adding a new service)`,
-				r, strings.ToLower(method), path)
+			t.Errorf(`%s: %s is routed in server.go but not documented: add %q under paths[%q] with its responses and an example for each (README: Adding a new service)`,
+				pathFile(path), r, strings.ToLower(method), path)
 		}
 	}
 }
@@ -119,10 +149,10 @@ func TestOpenAPISecurityIsWhatTheServerAsks(t *testing.T) {
 		challenge := res.header.Get("WWW-Authenticate")
 		switch needs := len(op.Security) > 0; {
 		case needs && (res.status != 401 || res.body != `{"detail":"Invalid token"}` || challenge != "Bearer"):
-			t.Errorf(`openapi.json: %s states a security requirement, but without a token it answered %d %s (WWW-Authenticate %q), not 401 {"detail":"Invalid token"} with "Bearer": make its "security" [] if it is public, or wrap its handler in authed in routes (server.go)`,
-				op, res.status, res.body, challenge)
+			t.Errorf(`%s states a security requirement, but without a token it answered %d %s (WWW-Authenticate %q), not 401 {"detail":"Invalid token"} with "Bearer": make its "security" [] if it is public, or wrap its handler in authed in routes (server.go)`,
+				op.at(), res.status, res.body, challenge)
 		case !needs && res.status == 401:
-			t.Errorf(`openapi.json: %s answers 401 without a token, but its "security" is []: give it [{"OAuth2PasswordBearer": []}] and "401": {"$ref": "#/components/responses/Unauthorized"}`, op)
+			t.Errorf(`%s answers 401 without a token, but its "security" is []: give it [{"OAuth2PasswordBearer": []}] and "401": {"$ref": "#/components/responses/Unauthorized"}`, op.at())
 		}
 	}
 }
@@ -137,12 +167,17 @@ type documentedExample struct {
 	*apiExample
 }
 
-// String says where in openapi.json the example is.
+// String says where in openapi/ the example is.
 func (e documentedExample) String() string {
 	if name, ok := strings.CutPrefix(e.response.Ref, "#/components/responses/"); ok {
-		return fmt.Sprintf("openapi.json: components.responses[%q] example %q, replayed for %s", name, e.name, e.op)
+		return fmt.Sprintf("%s: components.responses[%q] example %q, replayed for %s", responseFile(name), name, e.name, e.op)
 	}
-	return fmt.Sprintf(`openapi.json: %s.responses["%d"] example %q`, e.op.at(), e.status, e.name)
+	return fmt.Sprintf(`%s.responses["%d"] example %q`, e.op.at(), e.status, e.name)
+}
+
+// responseFile names the file of components.responses[name].
+func responseFile(name string) string {
+	return fileOf(func(d *openAPIDoc) bool { return d.Components.Responses[name] != nil })
 }
 
 // documentedExamples lists every example of every operation in order.
@@ -183,6 +218,7 @@ func TestOpenAPIExamplesAreRealResponses(t *testing.T) {
 	for _, state := range []string{"", "down"} { // down last: it stays down
 		if state == "down" {
 			takeDatabaseDown(t, dsn)
+			time.Sleep(cacheTTL) // until the server's cached accounts no longer count
 		}
 		for _, ex := range examples {
 			if ex.Request.Database == state {
@@ -191,7 +227,7 @@ func TestOpenAPIExamplesAreRealResponses(t *testing.T) {
 		}
 	}
 	if len(examples) == 0 {
-		t.Error("openapi.json has no example to replay")
+		t.Error("openapi/ has no example to replay")
 	}
 }
 
@@ -263,9 +299,18 @@ func exampleHeaderAndBody(t *testing.T, ex documentedExample, vars *strings.Repl
 
 // expectedBody is the example's value as the service writes it (compact,
 // members in order, numbers as written: 9.0, not 9), each member that
-// varies (x-varies) taken from the body the service sent.
+// varies (x-varies) taken from the body the service sent; in an array, of
+// each element.
 func expectedBody(value json.RawMessage, varies []string, got string) string {
 	want, _ := compactJSON(value) // the document parsed: it is JSON
+	var exps, sents []json.RawMessage
+	if json.Unmarshal([]byte(want), &exps) == nil && json.Unmarshal([]byte(got), &sents) == nil && len(exps) == len(sents) {
+		elems := make([]string, len(exps))
+		for i := range exps {
+			elems[i] = expectedBody(exps[i], varies, string(sents[i]))
+		}
+		return "[" + strings.Join(elems, ",") + "]"
+	}
 	var exp, sent map[string]json.RawMessage
 	json.Unmarshal([]byte(want), &exp)
 	json.Unmarshal([]byte(got), &sent)
@@ -312,9 +357,9 @@ func TestOpenAPIDocumentIsValid(t *testing.T) {
 	t.Parallel()
 	doc := mustParseOpenAPI(t)
 	var raw map[string]any
-	json.Unmarshal(openapiJSON, &raw) // parseOpenAPI succeeded: it is JSON
+	json.Unmarshal(openAPIDocument(), &raw) // parseOpenAPI succeeded: it is JSON
 	if version, _ := raw["openapi"].(string); !strings.HasPrefix(version, "3.1.") || doc.Info.Title == "" || doc.Info.Version == "" {
-		t.Errorf(`openapi.json: needs "openapi": "3.1.0" and an info with a title and a version`)
+		t.Errorf(`openapi/shared.json: needs "openapi": "3.1.0" and an info with a title and a version`)
 	}
 	components, _ := raw["components"].(map[string]any)
 	walkJSON(raw, "#", func(at, key string, v any) {
@@ -323,7 +368,7 @@ func TestOpenAPIDocumentIsValid(t *testing.T) {
 			ref, _ := v.(string)
 			kind, name, _ := strings.Cut(strings.TrimPrefix(ref, "#/components/"), "/")
 			if m, _ := components[kind].(map[string]any); m[name] == nil {
-				t.Errorf("openapi.json: %s: $ref %q names nothing in the document: add what it names, or fix the $ref", at, ref)
+				t.Errorf("openapi/*.json: %s: $ref %q names nothing in the document: add what it names, or fix the $ref", at, ref)
 			}
 		case "x-request":
 			checkExampleRequest(t, at, v)
@@ -341,9 +386,9 @@ func checkExampleRequest(t *testing.T, at string, v any) {
 	dec.DisallowUnknownFields()
 	var x exampleRequest
 	if err := dec.Decode(&x); err != nil {
-		t.Errorf("openapi.json: %s: x-request: %v (openapi.go's exampleRequest lists what it may hold)", at, err)
+		t.Errorf("openapi/*.json: %s: x-request: %v (openapi.go's exampleRequest lists what it may hold)", at, err)
 	} else if x.Database != "" && x.Database != "down" {
-		t.Errorf(`openapi.json: %s: x-request database %q: the only state is "down"`, at, x.Database)
+		t.Errorf(`openapi/*.json: %s: x-request database %q: the only state is "down"`, at, x.Database)
 	}
 }
 
@@ -361,28 +406,28 @@ func checkOperations(t *testing.T, doc *openAPIDoc, components map[string]any) {
 	ids, shared := make(map[string]bool), make(map[string]bool)
 	for _, op := range operations(doc) {
 		if op.OperationID == "" || ids[op.OperationID] || op.Summary == "" {
-			t.Errorf("openapi.json: %s needs a summary and an operationId no other operation has", op.at())
+			t.Errorf("%s needs a summary and an operationId no other operation has", op.at())
 		}
 		ids[op.OperationID] = true
 		if first := append(op.Tags, "")[0]; !tags[first] {
-			t.Errorf("openapi.json: %s: its first tag %q (the page lists it there) is not declared: add it to the document's tags, with a description", op.at(), first)
+			t.Errorf("%s: its first tag %q (the page lists it there) is not declared: add it to the file's tags, with a description", op.at(), first)
 		}
 		if op.Security == nil {
-			t.Errorf(`openapi.json: %s states no security: add "security": [{"OAuth2PasswordBearer": []}] if it needs a token, or [] if it is public`, op.at())
+			t.Errorf(`%s states no security: add "security": [{"OAuth2PasswordBearer": []}] if it needs a token, or [] if it is public`, op.at())
 		}
 		for _, req := range op.Security {
 			for name := range req {
 				if schemes, _ := components["securitySchemes"].(map[string]any); schemes[name] == nil {
-					t.Errorf("openapi.json: %s: security scheme %q is not in components.securitySchemes", op.at(), name)
+					t.Errorf("%s: security scheme %q is not in components.securitySchemes", op.at(), name)
 				}
 			}
 		}
 		if len(op.Security) > 0 && op.Responses[401] == nil {
-			t.Errorf(`openapi.json: %s needs a token: add "401": {"$ref": "#/components/responses/Unauthorized"} to its responses`, op.at())
+			t.Errorf(`%s needs a token: add "401": {"$ref": "#/components/responses/Unauthorized"} to its responses`, op.at())
 		}
 		checkParameters(t, op)
 		if len(op.Responses) == 0 {
-			t.Errorf("openapi.json: %s has no responses: add one for each status it answers, with an example (README: Adding a new service)", op.at())
+			t.Errorf("%s has no responses: add one for each status it answers, with an example (README: Adding a new service)", op.at())
 		}
 		for _, status := range slices.Sorted(maps.Keys(op.Responses)) {
 			if r := op.Responses[status]; !shared[r.Ref] {
@@ -399,12 +444,12 @@ func checkParameters(t *testing.T, op operation) {
 	t.Helper()
 	for _, m := range pathParam.FindAllStringSubmatch(op.path, -1) {
 		if !slices.ContainsFunc(op.Parameters, func(p *apiParameter) bool { return p.In == "path" && p.Name == m[1] }) {
-			t.Errorf(`openapi.json: %s: {%s} is not a parameter: add {"name": %q, "in": "path", "required": true, "schema": ..., "example": ...}`, op.at(), m[1], m[1])
+			t.Errorf(`%s: {%s} is not a parameter: add {"name": %q, "in": "path", "required": true, "schema": ..., "example": ...}`, op.at(), m[1], m[1])
 		}
 	}
 	for _, p := range op.Parameters {
 		if p.Name == "" || p.Schema == nil || p.Example == nil || !slices.Contains([]string{"path", "query", "header", "cookie"}, p.In) {
-			t.Errorf(`openapi.json: %s: parameter %q needs a name, an "in", a schema and an example (the replay and the page's commands use it)`, op.at(), p.Name)
+			t.Errorf(`%s: parameter %q needs a name, an "in", a schema and an example (the replay and the page's commands use it)`, op.at(), p.Name)
 		}
 	}
 }
@@ -414,19 +459,20 @@ func checkParameters(t *testing.T, op operation) {
 func checkResponse(t *testing.T, at string, r *apiResponse) {
 	t.Helper()
 	if r.Ref != "" {
-		at = fmt.Sprintf("components.responses[%q]", strings.TrimPrefix(r.Ref, "#/components/responses/"))
+		name := strings.TrimPrefix(r.Ref, "#/components/responses/")
+		at = fmt.Sprintf("%s: components.responses[%q]", responseFile(name), name)
 	}
 	if r.Description == "" || len(r.Content) == 0 {
-		t.Errorf("openapi.json: %s needs a description and a content with an example", at)
+		t.Errorf("%s needs a description and a content with an example", at)
 	}
 	for _, mediaType := range slices.Sorted(maps.Keys(r.Content)) {
 		examples := r.Content[mediaType].Examples
 		if len(examples) == 0 {
-			t.Errorf(`openapi.json: %s: %s has no examples: add one with the "x-request" that gets it`, at, mediaType)
+			t.Errorf(`%s: %s has no examples: add one with the "x-request" that gets it`, at, mediaType)
 		}
 		for _, name := range slices.Sorted(maps.Keys(examples)) {
 			if examples[name].Request == nil {
-				t.Errorf(`openapi.json: %s: example %q has no "x-request" to replay: add the request that gets it ({} for a plain GET)`, at, name)
+				t.Errorf(`%s: example %q has no "x-request" to replay: add the request that gets it ({} for a plain GET)`, at, name)
 			}
 		}
 	}

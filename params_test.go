@@ -2,6 +2,7 @@ package main
 
 import (
 	"math"
+	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"regexp"
@@ -21,8 +22,8 @@ func FuzzParams(f *testing.F) {
 	f.Fuzz(func(t *testing.T, s string) {
 		r := httptest.NewRequest("GET", "/x?"+url.Values{"v": {s}}.Encode(), nil)
 		pi, pf := readParams(r), readParams(r)
-		pi.int("query", "v")
-		x := pf.float("query", "v")
+		pi.queryInt("v")
+		x := pf.queryFloat("v")
 		digits := len(strings.TrimLeft(s, "+-0"))
 		switch {
 		case pi.problems == nil && !integer.MatchString(s):
@@ -35,4 +36,25 @@ func FuzzParams(f *testing.F) {
 			t.Errorf("float refused %q", s)
 		}
 	})
+}
+
+// TestPathParameter reads a path parameter as a new service would: its
+// problems are reported at loc ["path", name].
+func TestPathParameter(t *testing.T) {
+	t.Parallel()
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /x/{id}", func(w http.ResponseWriter, r *http.Request) {
+		p := readParams(r)
+		id := p.pathInt("id")
+		if p.problems != nil {
+			validationFailed(w, r, p.problems)
+			return
+		}
+		writeJSON(w, http.StatusOK, id)
+	})
+	app := serveHandler(t, mux)
+	notInt := `{"detail":[{"loc":["path","id"],"msg":"value is not a valid integer","type":"type_error.integer"}]}`
+	app.do(t, "GET", "/x/-7", nil, nil).expect(t, 200, "-7")
+	app.do(t, "GET", "/x/7.0", nil, nil).expect(t, 422, notInt)
+	app.do(t, "GET", "/x/%20", nil, nil).expect(t, 422, notInt)
 }

@@ -6,10 +6,10 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/netip"
-	"path"
 	"runtime/debug"
 	"strings"
 	"time"
@@ -35,11 +35,21 @@ func routes(d deps, handle func(pattern string, h http.Handler)) {
 	handle("GET /healthz", handleHealthz())
 	handle("GET /readyz", handleReadyz(d))
 	handle("POST /token", handleToken(d))
-	handle("GET /movies", authed(handleGetMovie(d)))
+	handle("GET /movies", authed(handleGetMovie(d))) // compat.go
 	handle("GET /movies/{$}", authed(handleGetMovie(d)))
 	handle("GET /movies/new", authed(handleNewMovies(d)))
+	handle("GET /users/me", authed(handleMe()))
 	handle("GET /openapi.json", handleOpenAPI())
 	handle("GET /docs", handleDocs())
+}
+
+// newLogger logs to w as text or JSON lines, adding each request's id.
+func newLogger(w io.Writer, format string) *slog.Logger {
+	var h slog.Handler = slog.NewTextHandler(w, nil)
+	if format == "json" {
+		h = slog.NewJSONHandler(w, nil)
+	}
+	return slog.New(requestIDHandler{h})
 }
 
 // newHandler serves every route, with the middleware that wraps them all.
@@ -93,26 +103,14 @@ func handleReadyz(d deps) http.Handler {
 }
 
 // handleNoRoute answers what the mux does not route, in JSON: 405 with
-// Allow, 307 to the other trailing-slash form when it has a route (as the
-// original does), or 404.
+// Allow, the original's 307 to the other trailing-slash form, or 404.
 func handleNoRoute(mux *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if allow := allowedMethods(mux, r, r.URL.Path); allow != nil {
 			methodNotAllowed(w, r, allow)
-			return
+		} else if !redirectToOtherSlash(w, r, mux) {
+			notFound(w, r)
 		}
-		other, trimmed := strings.CutSuffix(r.URL.Path, "/")
-		if !trimmed {
-			other += "/"
-		}
-		if other != "" && allowedMethods(mux, r, other) != nil {
-			u := *r.URL
-			u.Path, u.RawPath = other, ""
-			w.Header().Set("Location", u.RequestURI())
-			w.WriteHeader(http.StatusTemporaryRedirect)
-			return
-		}
-		notFound(w, r)
 	})
 }
 
@@ -130,30 +128,6 @@ func allowedMethods(mux *http.ServeMux, r *http.Request, path string) []string {
 	return allow
 }
 
-// decodedPaths routes every request by its decoded path, as the original
-// does: "%2F" is a "/" like any other, where ServeMux would keep it inside a
-// segment. A path with "//", "/./" or "/../" is 404, where ServeMux would
-// redirect it with an HTML body, and so is one that does not start with "/"
-// ("*", a CONNECT's ""), which ServeMux answers in plain text.
-func decodedPaths(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p := r.URL.Path
-		clean := path.Clean(p)
-		if strings.HasSuffix(p, "/") && clean != "/" {
-			clean += "/"
-		}
-		if !strings.HasPrefix(p, "/") || clean != p {
-			notFound(w, r)
-			return
-		}
-		if r.URL.RawPath != "" {
-			r = r.Clone(r.Context()) // a handler must not change the request it was given
-			r.URL.RawPath = ""
-		}
-		h.ServeHTTP(w, r)
-	})
-}
-
 // secureHeaders sets the headers every response carries.
 func secureHeaders(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -162,9 +136,9 @@ func secureHeaders(h http.Handler) http.Handler {
 	})
 }
 
-// writeJSON writes v as JSON the way the original service does: compact,
-// no HTML escaping, no trailing newline. Content-Type is set before
-// WriteHeader, since headers set after it are ignored.
+// writeJSON writes v as compact JSON, without a trailing newline or HTML
+// escaping (compat.go). Content-Type is set before WriteHeader, since
+// headers set after it are ignored.
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)

@@ -2,14 +2,13 @@ package main
 
 import (
 	"context"
-	crand "crypto/rand"
 	"database/sql"
 	"database/sql/driver"
 	_ "embed"
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
+	"log/slog"
 	"net"
 	"slices"
 	"strings"
@@ -39,18 +38,45 @@ var (
 	errDuplicate = errors.New("duplicate") // a unique constraint refused the row
 )
 
-// store is myapi's access to PostgreSQL. Every method bounds its query
-// with queryTimeout. What requests read most is remembered for a second
-// (memory.go): accounts by email, and when blocked login keys are free.
+// store is myapi's access to PostgreSQL: each resource's file adds the
+// methods that query its tables. Every query is bounded by queryTimeout.
+// What requests read most is cached for a second (cache.go): the accounts
+// that tokens name, and when blocked login keys are free.
 type store struct {
 	db       *sql.DB
-	accounts *memory[accountState]
-	blocked  *memory[time.Time]
+	accounts *cache[user]
+	blocked  *cache[time.Time]
 }
 
-// newStore returns the store of db; now is the memory's clock.
+// newStore returns the store of db; now is the caches' clock.
 func newStore(db *sql.DB, now func() time.Time) *store {
-	return &store{db: db, accounts: newMemory[accountState](now), blocked: newMemory[time.Time](now)}
+	return &store{db: db, accounts: newCache[user](now), blocked: newCache[time.Time](now)}
+}
+
+// openStore opens cfg's database for the command cmd: the configured one,
+// or in dev with none configured the local cluster, started if need be.
+// closeDB closes the pool, and stops the cluster if this call started it.
+func openStore(ctx context.Context, cmd string, cfg config, log *slog.Logger) (s *store, closeDB func(), err error) {
+	dsn, stopLocal := cfg.DatabaseURL, func() {}
+	if dsn == "" {
+		local, err := startLocalDB(ctx, cfg.Dir)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", cmd, err)
+		}
+		dsn = local.DSN(localDBName)
+		log.Info("using the local dev database", "dir", cfg.Dir, "started", local.started)
+		stopLocal = func() {
+			if err := local.Stop(); err != nil {
+				log.Error("stop the local dev database", "error", err.Error())
+			}
+		}
+	}
+	db, err := openDB(ctx, dsn, cfg.DBMaxConns)
+	if err != nil {
+		stopLocal()
+		return nil, nil, fmt.Errorf("%s: %w", cmd, err)
+	}
+	return newStore(db, time.Now), func() { db.Close(); stopLocal() }, nil
 }
 
 // openDB opens a pool of maxConns connections on dsn, each connected before
@@ -61,9 +87,12 @@ func openDB(ctx context.Context, dsn string, maxConns int) (*sql.DB, error) {
 		// Not err: its message can quote the password.
 		return nil, errors.New("open database: the connection string is not a valid PostgreSQL URL or key=value DSN")
 	}
-	db := stdlib.OpenDB(*cfg, stdlib.OptionAfterConnect(retireLater), stdlib.OptionResetSession(retireIfDue))
+	db := stdlib.OpenDB(*cfg)
 	db.SetMaxOpenConns(maxConns)
 	db.SetMaxIdleConns(maxConns)
+	// A connection is replaced after half an hour, so that a fail-over or
+	// a pgbouncer restart is picked up.
+	db.SetConnMaxLifetime(30 * time.Minute)
 
 	ctx, cancel := context.WithTimeout(ctx, connectTimeout)
 	defer cancel()
@@ -82,26 +111,6 @@ func openDB(ctx context.Context, dsn string, maxConns int) (*sql.DB, error) {
 		conns = append(conns, c)
 	}
 	return db, nil
-}
-
-// connLifetime is how long a connection serves, so that a fail-over or a
-// pgbouncer restart is picked up. Each gets its own, within 10%, so that a
-// pool opened at once is not replaced at once.
-const connLifetime = 30 * time.Minute
-
-func retireLater(_ context.Context, c *pgx.Conn) error {
-	jitter := time.Duration(rand.Int64N(int64(connLifetime/5))) - connLifetime/10
-	c.PgConn().CustomData()["retireAt"] = time.Now().Add(connLifetime + jitter)
-	return nil
-}
-
-// retireIfDue runs before a connection is reused: database/sql replaces
-// one that answers driver.ErrBadConn.
-func retireIfDue(_ context.Context, c *pgx.Conn) error {
-	if t, ok := c.PgConn().CustomData()["retireAt"].(time.Time); ok && time.Now().After(t) {
-		return driver.ErrBadConn
-	}
-	return nil
 }
 
 // unavailable reports whether err means that the database cannot answer
@@ -197,72 +206,3 @@ func queryAll[T any](ctx context.Context, db *sql.DB, query string, args []any, 
 
 // isText reports whether s can be a PostgreSQL text value.
 func isText(s string) bool { return utf8.ValidString(s) && !strings.ContainsRune(s, 0) }
-
-// userByEmail returns the user with this email, or errNotFound.
-func (s *store) userByEmail(ctx context.Context, email string) (user, error) {
-	if !isText(email) {
-		return user{}, errNotFound
-	}
-	var u user
-	err := queryRow(ctx, s.db, `SELECT user_id, name, email, hashed_password, coalesce(security_stamp, '')
-		FROM myapi.users WHERE email = $1`, []any{email}, &u.ID, &u.Name, &u.Email, &u.HashedPassword, &u.Stamp)
-	return u, err
-}
-
-// accountState is what a request checks of its token's account.
-type accountState struct {
-	exists bool
-	stamp  string // "" for none
-}
-
-// account returns the state of the account with this email as read at
-// most a second ago: one read a second per server, not one a request.
-func (s *store) account(ctx context.Context, email string) (accountState, error) {
-	if a, ok := s.accounts.get(email); ok {
-		return a, nil
-	}
-	start := s.accounts.now()
-	u, err := s.userByEmail(ctx, email)
-	a := accountState{exists: err == nil, stamp: u.Stamp}
-	if err != nil && !errors.Is(err, errNotFound) {
-		return a, err
-	}
-	s.accounts.put(email, a, start)
-	return a, nil
-}
-
-// listAccounts returns every user, by id, without the password hashes.
-func (s *store) listAccounts(ctx context.Context) ([]user, error) {
-	return queryAll(ctx, s.db, "SELECT user_id, name, email FROM myapi.users ORDER BY user_id", nil,
-		func(u *user) []any { return []any{&u.ID, &u.Name, &u.Email} })
-}
-
-// newStamp returns a new security stamp, which revokes the tokens that
-// carry another (auth.go).
-func newStamp() string { return crand.Text() }
-
-// createUser inserts a user with a new security stamp and returns its id,
-// or errDuplicate when the email is taken.
-func (s *store) createUser(ctx context.Context, name, email, hashedPassword string) (int, error) {
-	var id int
-	err := queryRow(ctx, s.db, `INSERT INTO myapi.users (name, email, hashed_password, security_stamp)
-		VALUES ($1, $2, $3, $4) RETURNING user_id`, []any{name, email, hashedPassword, newStamp()}, &id)
-	// 23505 is unique_violation; never match the message, which is translated.
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "23505" {
-		return 0, errDuplicate
-	}
-	return id, err
-}
-
-// setPassword replaces the user's password hash and security stamp, which
-// revokes their tokens, or returns errNotFound.
-func (s *store) setPassword(ctx context.Context, email, hashedPassword string) error {
-	return queryRow(ctx, s.db, `UPDATE myapi.users SET hashed_password = $2, security_stamp = $3
-		WHERE email = $1 RETURNING user_id`, []any{email, hashedPassword, newStamp()}, new(int))
-}
-
-// deleteUser deletes the user, or returns errNotFound.
-func (s *store) deleteUser(ctx context.Context, email string) error {
-	return queryRow(ctx, s.db, "DELETE FROM myapi.users WHERE email = $1 RETURNING user_id", []any{email}, new(int))
-}

@@ -15,18 +15,9 @@ import (
 // The access token is a JWT (RFC 7519) in compact JWS form (RFC 7515), signed
 // with HMAC-SHA256. verifyToken checks the shape, then the MAC over the exact
 // bytes received, before decoding anything: a forger's JSON is never parsed.
-// Tokens pass both ways with the original FastAPI service (same key): the
-// header is python-jose's byte for byte, and expires_at, its expiry, is kept.
+// Claims also carry expires_at, the original's expiry (compat.go).
 
-const (
-	maxTokenBytes = 4096 // ours are about 250 bytes
-	// expiresAtLayout is Python's str(datetime), in UTC; time.Parse also
-	// reads the ".ffffff" it adds when there are microseconds.
-	expiresAtLayout = time.DateTime
-	// Dates must lie in years 1 to 9999, the years expiresAtLayout writes.
-	minNumericDate = -62135596800 // 0001-01-01T00:00:00Z
-	maxNumericDate = 253402300800 // 10000-01-01T00:00:00Z
-)
+const maxTokenBytes = 4096 // ours are about 250 bytes
 
 var (
 	errTokenExpired = errors.New("token expired")
@@ -198,11 +189,4 @@ func numericDate(v any) (time.Time, bool) {
 		return time.Time{}, false
 	}
 	return time.UnixMicro(int64(f * 1e6)).UTC(), true
-}
-
-// dateTimeUTC reads v as an expires_at string.
-func dateTimeUTC(v any) (time.Time, bool) {
-	s, ok := v.(string)
-	t, err := time.Parse(expiresAtLayout, s)
-	return t, ok && err == nil && t.Year() >= 1 // four digits allow year 0
 }

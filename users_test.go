@@ -212,7 +212,7 @@ func TestCommandsHoldOnEveryServer(t *testing.T) {
 	// The email again, for someone else: the old tokens stay refused. A
 	// server remembers the email as missing for up to a second.
 	createUser(t, env, "Ada Two", "ada@example.com", "correct horse")
-	time.Sleep(memoryTTL)
+	time.Sleep(cacheTTL)
 	b.do(t, "GET", moviesPath, current, nil).expect(t, 401, `{"detail":"Invalid credentials"}`)
 	b.do(t, "GET", moviesPath, bearer(b.token(t, "ada@example.com", "correct horse")), nil).expect(t, 200, `[]`)
 }
@@ -232,7 +232,7 @@ func TestServersRememberForASecond(t *testing.T) {
 	token := bearer(app.token(t, "ada@example.com", "correct horse"))
 	app.do(t, "GET", moviesPath, token, nil).expect(t, 200, `[]`)
 	mustExec(t, db, "UPDATE myapi.users SET security_stamp = 'changed by hand'")
-	clock.add(memoryTTL - time.Millisecond)
+	clock.add(cacheTTL - time.Millisecond)
 	app.do(t, "GET", moviesPath, token, nil).expect(t, 200, `[]`)
 	clock.add(time.Millisecond)
 	app.do(t, "GET", moviesPath, token, nil).expect(t, 401, `{"detail":"Invalid credentials"}`)
@@ -241,13 +241,13 @@ func TestServersRememberForASecond(t *testing.T) {
 	app.blockAccount(t, "ada@example.com")
 	app.login(t, "ada@example.com", "correct horse").expect(t, 429, blocked)
 	mustExec(t, db, "DELETE FROM myapi.login_failures")
-	clock.add(memoryTTL / 2)
+	clock.add(cacheTTL / 2)
 	res := app.login(t, "ada@example.com", "correct horse")
 	res.expect(t, 429, blocked)
 	if wait, _ := strconv.Atoi(res.header.Get("Retry-After")); wait < 1 || wait > int(failureWindow.Seconds()) {
 		t.Errorf("Retry-After %q", res.header.Get("Retry-After"))
 	}
-	clock.add(memoryTTL / 2)
+	clock.add(cacheTTL / 2)
 	app.token(t, "ada@example.com", "correct horse")
 
 	app.blockAccount(t, "ada@example.com")
@@ -256,19 +256,19 @@ func TestServersRememberForASecond(t *testing.T) {
 	app.login(t, "ada@example.com", "correct horse").expect(t, 429, blocked)
 }
 
-func TestMemoryIsBounded(t *testing.T) {
+func TestCacheIsBounded(t *testing.T) {
 	t.Parallel()
-	m := newMemory[int](time.Now)
-	for i := range memoryCap + 10 {
+	m := newCache[int](time.Now)
+	for i := range cacheCap + 10 {
 		m.put(strconv.Itoa(i), i, time.Now())
 	}
-	if n := len(m.entries); n > memoryCap {
-		t.Errorf("%d entries, want at most %d", n, memoryCap)
+	if n := len(m.entries); n > cacheCap {
+		t.Errorf("%d entries, want at most %d", n, cacheCap)
 	}
-	if v, ok := m.get(strconv.Itoa(memoryCap + 9)); !ok || v != memoryCap+9 {
+	if v, ok := m.get(strconv.Itoa(cacheCap + 9)); !ok || v != cacheCap+9 {
 		t.Errorf("the newest entry: %d, %v", v, ok)
 	}
-	m.put("old", -1, time.Now().Add(-memoryTTL)) // its query started a second ago
+	m.put("old", -1, time.Now().Add(-cacheTTL)) // its query started a second ago
 	if _, ok := m.get("old"); ok {
 		t.Error("an answer outlived its query's start by a second")
 	}

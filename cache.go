@@ -1,0 +1,59 @@
+package main
+
+import (
+	"sync"
+	"time"
+)
+
+// cacheTTL is how long a server acts on what it read of the database
+// without reading it again. The commands that change what requests check
+// wait it out before they return (waitOutCaches), so that every server has
+// forgotten the old answer by then.
+const cacheTTL = time.Second
+
+// cacheCap bounds a cache's entries. Login keys are chosen by clients: a
+// flood of distinct ones empties the cache rather than grow it, which costs
+// reads, never a wrong answer.
+const cacheCap = 10_000
+
+// cache remembers answers read from the database for at most cacheTTL. An
+// answer counts only until cacheTTL after its query started, so that a read
+// that raced a change cannot outlive the change by more than that. Expired
+// entries are dropped when read, or all at once at the cap: no goroutine
+// sweeps them.
+type cache[V any] struct {
+	now     func() time.Time
+	mu      sync.Mutex
+	entries map[string]cached[V]
+}
+
+type cached[V any] struct {
+	value V
+	until time.Time
+}
+
+func newCache[V any](now func() time.Time) *cache[V] {
+	return &cache[V]{now: now, entries: make(map[string]cached[V])}
+}
+
+// get returns the answer cached for k, if it still counts.
+func (c *cache[V]) get(k string) (v V, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.entries[k]
+	if ok && !c.now().Before(e.until) {
+		delete(c.entries, k)
+		ok = false
+	}
+	return e.value, ok
+}
+
+// put caches v for k, read by a query that started at start.
+func (c *cache[V]) put(k string, v V, start time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.entries) >= cacheCap {
+		clear(c.entries)
+	}
+	c.entries[k] = cached[V]{v, start.Add(cacheTTL)}
+}
