@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -28,94 +29,96 @@ const (
 	maxPasswordBytes = 72
 )
 
-// tokenResponse is the body of a successful login (RFC 6749 §5.1).
-type tokenResponse struct {
-	AccessToken string `json:"access_token"`
-	TokenType   string `json:"token_type"`
-}
-
 // loginForm is the OAuth2 password grant's form (RFC 6749 §4.3.2).
 type loginForm struct{ Username, Password, GrantType string }
 
-// handleToken is POST /token: the OAuth2 password grant.
+// handleToken is POST /token: the OAuth2 password grant, or with
+// grant_type=refresh_token the refresh grant (sessions.go).
 func handleToken(d deps) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		form, err := readLoginForm(w, r)
+		f, err := readForm(w, r)
 		if err != nil {
 			unreadableBody(w, r, err)
 			return
 		}
-		if problems := form.validate(); problems != nil {
+		if f.get("grant_type") == "refresh_token" {
+			refreshGrant(w, r, d, f.get("refresh_token"))
+			return
+		}
+		login := loginForm{Username: f.get("username"), Password: f.get("password"), GrantType: f.get("grant_type")}
+		if problems := login.validate(); problems != nil {
 			validationFailed(w, r, problems)
 			return
 		}
-		attempt := throttleKeys{client: clientKey(clientAddr(r, d.trusted)), account: accountKey(form.Username)}
-		wait, err := d.store.startLogin(r.Context(), attempt)
-		switch {
-		case err != nil:
-			databaseFailed(w, r, d.log, err)
-			return
-		case wait > 0:
-			tooManyLogins(w, r, wait)
-			return
-		}
-
-		u, err := authenticate(r.Context(), d.store, d.bcrypt, form.Username, form.Password)
-		if !errors.Is(err, errBadCredentials) { // only a wrong password keeps its failure
-			d.store.endLogin(r.Context(), d.log, attempt, err == nil)
-		}
-		switch {
-		case errors.Is(err, errBadCredentials):
-			d.log.LogAttrs(r.Context(), slog.LevelInfo, "login failed")
-			badLogin(w, r)
-		case errors.Is(err, errBusy):
-			loginsBusy(w, r)
-		case err != nil:
-			databaseFailed(w, r, d.log, err)
-		default:
-			now := d.now()
-			token := signToken(d.keys[0], tokenClaims{Sub: u.Email, Name: u.Name, Stamp: u.Stamp, IssuedAt: now, ExpiresAt: now.Add(d.tokenTTL)})
-			w.Header().Set("Cache-Control", "no-store")
-			w.Header().Set("Pragma", "no-cache")
-			writeJSON(w, http.StatusOK, tokenResponse{AccessToken: token, TokenType: "bearer"})
-		}
+		passwordGrant(w, r, d, login, slices.Contains(strings.Fields(f.get("scope")), "offline_access"))
 	})
 }
 
-// readLoginForm reads a urlencoded or multipart form of at most
-// maxBodyBytes; anything else reads as an empty form, as in the original.
-// The error is an *http.MaxBytesError for a body over the limit.
-func readLoginForm(w http.ResponseWriter, r *http.Request) (loginForm, error) {
+// passwordGrant checks a login's password, throttled, and opens a session;
+// offline asks for a refresh token too.
+func passwordGrant(w http.ResponseWriter, r *http.Request, d deps, login loginForm, offline bool) {
+	attempt := throttleKeys{client: clientKey(clientAddr(r, d.trusted)), account: accountKey(login.Username)}
+	wait, err := d.store.startLogin(r.Context(), attempt)
+	switch {
+	case err != nil:
+		databaseFailed(w, r, d.log, err)
+		return
+	case wait > 0:
+		tooManyLogins(w, r, wait)
+		return
+	}
+	u, err := authenticate(r.Context(), d.store, d.bcrypt, login.Username, login.Password)
+	if !errors.Is(err, errBadCredentials) { // only a wrong password keeps its failure
+		d.store.endLogin(r.Context(), d.log, attempt, err == nil)
+	}
+	switch {
+	case errors.Is(err, errBadCredentials):
+		d.log.LogAttrs(r.Context(), slog.LevelInfo, "login failed")
+		badLogin(w, r)
+	case errors.Is(err, errBusy):
+		loginsBusy(w, r)
+	case err != nil:
+		databaseFailed(w, r, d.log, err)
+	default:
+		openSession(w, r, d, u, offline)
+	}
+}
+
+// form is a request body's fields.
+type form url.Values
+
+// get returns the field's value; of a repeated field the last counts, as in a query.
+func (f form) get(name string) string {
+	if v := f[name]; len(v) > 0 {
+		return v[len(v)-1]
+	}
+	return ""
+}
+
+// readForm reads a urlencoded or multipart form of at most maxBodyBytes,
+// from the body alone, never the query string; anything else reads as an
+// empty form, as in the original. The error is an *http.MaxBytesError for
+// a body over the limit.
+func readForm(w http.ResponseWriter, r *http.Request) (form, error) {
 	if r.ContentLength > maxBodyBytes {
-		return loginForm{}, &http.MaxBytesError{Limit: maxBodyBytes}
+		return nil, &http.MaxBytesError{Limit: maxBodyBytes}
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
 	mediaType, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	var form url.Values
+	var f url.Values
 	var err error
 	switch mediaType {
 	case "application/x-www-form-urlencoded":
 		var body []byte
 		body, err = io.ReadAll(r.Body)
-		form, _ = url.ParseQuery(string(body)) // a malformed pair counts as absent, as in a query
+		f, _ = url.ParseQuery(string(body)) // a malformed pair counts as absent, as in a query
 	case "multipart/form-data":
-		form, err = readMultipart(r)
+		f, err = readMultipart(r)
 	default:
 		// Read it anyway, so that an oversized body is 413 whatever its type.
 		_, err = io.Copy(io.Discard, r.Body)
 	}
-	if err != nil {
-		return loginForm{}, err
-	}
-	// Only the body counts, never the query string; the last of a
-	// repeated field counts, as in a query.
-	last := func(name string) string {
-		if v := form[name]; len(v) > 0 {
-			return v[len(v)-1]
-		}
-		return ""
-	}
-	return loginForm{Username: last("username"), Password: last("password"), GrantType: last("grant_type")}, nil
+	return form(f), err
 }
 
 // readMultipart reads a multipart form's values from the body alone
@@ -147,7 +150,7 @@ func (f loginForm) validate() []fieldError {
 		problems = append(problems, missingField("body", "password"))
 	}
 	// The original's pattern matched any value starting with "password";
-	// only the grant itself is accepted here.
+	// only the grant itself is accepted here (refresh_token goes elsewhere).
 	if f.GrantType != "" && f.GrantType != "password" {
 		problems = append(problems, notMatching("body", "grant_type", "password"))
 	}
@@ -237,9 +240,10 @@ func (b *bcryptLimiter) compare(ctx context.Context, hash, password string) (ok 
 
 // requireUser lets a request through only with a valid bearer token (RFC
 // 6750 §2.1: from the Authorization header, never the query string) whose
-// subject is a user with the token's security stamp: deleting a user or
-// setting their password revokes their tokens. The handler gets the user
-// from currentUser.
+// subject is a user with the token's security stamp and, for a session's
+// token, whose session is live: deleting a user, setting their password or
+// ending the session revokes the token. The handler gets the caller from
+// currentCaller.
 func requireUser(d deps, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// Split at the first space, as the original does (compat.go).
@@ -261,30 +265,36 @@ func requireUser(d deps, h http.Handler) http.Handler {
 		// handler's own, so that it is answered within queryTimeout.
 		ctx, cancel := context.WithTimeout(r.Context(), queryTimeout)
 		defer cancel()
-		u, found, err := d.store.tokenUser(ctx, claims.Sub)
+		u, ok, err := d.store.tokenUser(ctx, claims.Sub, claims.Sid)
 		if err != nil {
 			databaseFailed(w, r, d.log, err)
 			return
 		}
 		// A missing stamp is "": it passes only for an account without one.
-		if !found || subtle.ConstantTimeCompare([]byte(claims.Stamp), []byte(u.Stamp)) != 1 {
+		if !ok || subtle.ConstantTimeCompare([]byte(claims.Stamp), []byte(u.Stamp)) != 1 {
 			badToken(w, r)
 			return
 		}
 		addLogAttrs(r, slog.String("user", claims.Sub))
-		h.ServeHTTP(w, r.WithContext(context.WithValue(ctx, userKey{}, u)))
+		h.ServeHTTP(w, r.WithContext(context.WithValue(ctx, callerKey{}, caller{u, claims.Sid})))
 	})
 }
 
-type userKey struct{}
+// caller is who sent a request that requireUser let through: the token's
+// account, and its session's id ("" for the original's tokens).
+type caller struct {
+	user
+	sessionID string
+}
 
-// currentUser is the account of the request's token, for a handler behind
-// requireUser (authed in routes). Behind no check there is no user: that is
-// a bug, and a 500.
-func currentUser(r *http.Request) user {
-	u, ok := r.Context().Value(userKey{}).(user)
+type callerKey struct{}
+
+// currentCaller is the caller, for a handler behind requireUser (authed in
+// routes). Behind no check there is no caller: that is a bug, and a 500.
+func currentCaller(r *http.Request) caller {
+	c, ok := r.Context().Value(callerKey{}).(caller)
 	if !ok {
-		panic("currentUser: route " + r.Pattern + " is not wrapped in authed (server.go)")
+		panic("currentCaller: route " + r.Pattern + " is not wrapped in authed (server.go)")
 	}
-	return u
+	return c
 }

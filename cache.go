@@ -1,6 +1,7 @@
 package main
 
 import (
+	"strings"
 	"sync"
 	"time"
 )
@@ -56,4 +57,17 @@ func (c *cache[V]) put(k string, v V, start time.Time) {
 		clear(c.entries)
 	}
 	c.entries[k] = cached[V]{v, start.Add(cacheTTL)}
+}
+
+// forget drops the entries whose keys start with prefix, so that a change
+// this server made holds here at once. It reads every entry: for logouts,
+// which are rare, not for requests.
+func (c *cache[V]) forget(prefix string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k := range c.entries {
+		if strings.HasPrefix(k, prefix) {
+			delete(c.entries, k)
+		}
+	}
 }

@@ -164,7 +164,7 @@ func runListUsers(ctx context.Context, args []string, env commandEnv) error {
 var fieldEscaper = strings.NewReplacer(`\`, `\\`, "\t", `\t`, "\n", `\n`, "\r", `\r`)
 
 // runSetPassword sets a password. The account's new security stamp revokes
-// every token issued before; its login failures are cleared.
+// every token and session it had; its login failures are cleared.
 func runSetPassword(ctx context.Context, args []string, env commandEnv) error {
 	fs := newFlagSet("set-password")
 	email := fs.String("email", "", "the user's email")
@@ -184,7 +184,7 @@ func runSetPassword(ctx context.Context, args []string, env commandEnv) error {
 		if err != nil {
 			return fmt.Errorf("hash password: %w", err)
 		}
-		err = s.setPassword(ctx, *email, string(hash))
+		err = s.renewStamp(ctx, *email, string(hash))
 		if errors.Is(err, errNotFound) {
 			return fmt.Errorf("no user with email %s", *email)
 		}

@@ -26,6 +26,8 @@ type config struct {
 	TokenKey        []byte         // signs and verifies tokens; nil in dev until devTokenKey fills it
 	PreviousKeys    [][]byte       // still verify, never sign (key rotation)
 	TokenTTL        time.Duration  // lifetime of a new token
+	SessionTTL      time.Duration  // a session's absolute lifetime
+	SessionIdle     time.Duration  // a session ends this long after its latest refresh
 	Addr            string         // listen address
 	BcryptCost      int            // cost of new password hashes
 	DBMaxConns      int            // connection pool size
@@ -73,6 +75,8 @@ func loadConfig(getenv func(string) string) (config, error) {
 		}
 	}
 	cfg.TokenTTL = positiveDuration(get, "MYAPI_TOKEN_TTL", "60m", bad)
+	cfg.SessionTTL = positiveDuration(get, "MYAPI_SESSION_TTL", "720h", bad)
+	cfg.SessionIdle = positiveDuration(get, "MYAPI_SESSION_IDLE", "168h", bad)
 	cfg.ShutdownTimeout = positiveDuration(get, "MYAPI_SHUTDOWN_TIMEOUT", "10s", bad)
 	cfg.BcryptCost = intInRange(get, "MYAPI_BCRYPT_COST", 12, bcrypt.MinCost, bcrypt.MaxCost, bad)
 	// PostgreSQL wants about two connections per core; a few more cover

@@ -30,6 +30,10 @@ func movieNotFound(w http.ResponseWriter, r *http.Request) {
 	errorResponse(w, r, http.StatusNotFound, "Movie not found")
 }
 
+func sessionNotFound(w http.ResponseWriter, r *http.Request) {
+	errorResponse(w, r, http.StatusNotFound, "Session not found")
+}
+
 func methodNotAllowed(w http.ResponseWriter, r *http.Request, allow []string) {
 	w.Header().Set("Allow", strings.Join(allow, ", "))
 	errorResponse(w, r, http.StatusMethodNotAllowed, "Method Not Allowed")
@@ -70,6 +74,19 @@ func tooManyLogins(w http.ResponseWriter, r *http.Request, wait time.Duration) {
 func loginsBusy(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Retry-After", "1")
 	errorResponse(w, r, http.StatusServiceUnavailable, "Service unavailable")
+}
+
+// oauthError answers 400 in RFC 6749 §5.2's shape, which OAuth client
+// libraries read, with the description again as detail, as this API's
+// clients read it: the refresh grant's and /revoke's errors.
+func oauthError(w http.ResponseWriter, r *http.Request, code, description string) {
+	addLogAttrs(r, slog.String("detail", code+": "+description))
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusBadRequest, struct {
+		Error       string `json:"error"`
+		Description string `json:"error_description"`
+		Detail      string `json:"detail"`
+	}{code, description, description})
 }
 
 // unreadableBody answers 413 for a body over the limit, else 400, as FastAPI

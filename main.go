@@ -53,6 +53,7 @@ Usage:
   myapi set-password -email EMAIL (-password PW | -password-stdin)
   myapi delete-user -email EMAIL                      their tokens stop working
   myapi unblock (-email EMAIL | -client ADDRESS)      clear login failures
+  myapi logout-everywhere -email EMAIL                end every session and token
   myapi migrate                                       apply schema.sql and exit
   myapi help                                          this text
 
@@ -76,6 +77,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	commands := map[string]command{
 		"serve": runServe, "migrate": runMigrate, "create-user": runCreateUser, "list-users": runListUsers,
 		"set-password": runSetPassword, "delete-user": runDeleteUser, "unblock": runUnblock,
+		"logout-everywhere": runLogoutEverywhere,
 	}
 	cmd, ok := commands[args[0]]
 	if !ok {
@@ -114,7 +116,8 @@ func runServe(ctx context.Context, args []string, env commandEnv) error {
 		}
 	}
 	handler := newHandler(deps{
-		log: log, store: s, keys: append([][]byte{key}, cfg.PreviousKeys...), tokenTTL: cfg.TokenTTL, now: time.Now,
+		log: log, store: s, keys: append([][]byte{key}, cfg.PreviousKeys...), now: time.Now,
+		tokenTTL: cfg.TokenTTL, sessions: sessionLimits{cfg.SessionTTL, cfg.SessionIdle},
 		bcrypt: newBcryptLimiter(cfg.BcryptCost, procsForBcrypt()), trusted: cfg.TrustedProxies,
 	})
 	ln, err := net.Listen("tcp", cfg.Addr)

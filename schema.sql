@@ -83,3 +83,30 @@ DO $$ BEGIN
         CREATE INDEX login_failures_reset_at_idx ON myapi.login_failures (reset_at);
     END IF;
 END $$;
+
+-- Sessions (sessions.go): one per login, named by its access tokens' sid
+-- and rotated by its refresh tokens, of which only generation, the current
+-- one's counter, is stored. ends_at is when the session ends: its absolute
+-- expires_at, sooner when idle, or the moment of a logout. Logins delete
+-- ended rows a few at a time.
+CREATE TABLE IF NOT EXISTS myapi.sessions (
+    session_id   TEXT PRIMARY KEY,
+    user_id      INTEGER NOT NULL REFERENCES myapi.users ON DELETE CASCADE,
+    stamp        TEXT,                     -- the account's security stamp at login
+    generation   BIGINT NOT NULL DEFAULT 0,
+    rotated_at   TIMESTAMPTZ,              -- the latest refresh
+    created_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
+    last_used_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    expires_at   TIMESTAMPTZ NOT NULL,
+    ends_at      TIMESTAMPTZ NOT NULL,
+    user_agent   TEXT NOT NULL
+);
+
+DO $$ BEGIN
+    IF to_regclass('myapi.sessions_user_id_idx') IS NULL THEN
+        CREATE INDEX sessions_user_id_idx ON myapi.sessions (user_id);
+    END IF;
+    IF to_regclass('myapi.sessions_ends_at_idx') IS NULL THEN
+        CREATE INDEX sessions_ends_at_idx ON myapi.sessions (ends_at);
+    END IF;
+END $$;

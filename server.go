@@ -22,6 +22,7 @@ type deps struct {
 	store    *store
 	keys     [][]byte // token keys: keys[0] signs, all verify
 	tokenTTL time.Duration
+	sessions sessionLimits
 	now      func() time.Time
 	bcrypt   *bcryptLimiter // per process: it guards this process's CPU
 	trusted  []netip.Prefix // proxies whose X-Forwarded-For is believed
@@ -39,6 +40,10 @@ func routes(d deps, handle func(pattern string, h http.Handler)) {
 	handle("GET /movies/{$}", authed(handleGetMovie(d)))
 	handle("GET /movies/new", authed(handleNewMovies(d)))
 	handle("GET /users/me", authed(handleMe()))
+	handle("POST /revoke", handleRevoke(d))
+	handle("GET /sessions", authed(handleListSessions(d)))
+	handle("DELETE /sessions", authed(handleEndAllSessions(d)))
+	handle("DELETE /sessions/{session_id}", authed(handleEndSession(d)))
 	handle("GET /openapi.json", handleOpenAPI())
 	handle("GET /docs", handleDocs())
 }

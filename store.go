@@ -44,13 +44,13 @@ var (
 // that tokens name, and when blocked login keys are free.
 type store struct {
 	db       *sql.DB
-	accounts *cache[user]
+	accounts *cache[tokenUserResult]
 	blocked  *cache[time.Time]
 }
 
 // newStore returns the store of db; now is the caches' clock.
 func newStore(db *sql.DB, now func() time.Time) *store {
-	return &store{db: db, accounts: newCache[user](now), blocked: newCache[time.Time](now)}
+	return &store{db: db, accounts: newCache[tokenUserResult](now), blocked: newCache[time.Time](now)}
 }
 
 // openStore opens cfg's database for the command cmd: the configured one,
@@ -182,15 +182,24 @@ func queryRow(ctx context.Context, db *sql.DB, query string, args []any, dest ..
 	return err
 }
 
+// execute runs a statement that returns no rows.
+func execute(ctx context.Context, db *sql.DB, query string, args ...any) error {
+	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
+	defer cancel()
+	_, err := db.ExecContext(ctx, query, args...)
+	return err
+}
+
 // queryAll returns every row of query, each scanned into the fields of a T
 // that columns lists, in the query's order. It is never nil: no rows
-// encode as [], not null.
+// encode as [], not null. A set-returning function may raise no_data_found
+// for a missing parent row: that is errNotFound, a 404 in one statement.
 func queryAll[T any](ctx context.Context, db *sql.DB, query string, args []any, columns func(*T) []any) ([]T, error) {
 	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
 	defer cancel()
 	rows, err := db.QueryContext(ctx, query, args...)
 	if err != nil {
-		return nil, err
+		return nil, noDataFound(err)
 	}
 	defer rows.Close()
 	out := []T{}
@@ -201,7 +210,16 @@ func queryAll[T any](ctx context.Context, db *sql.DB, query string, args []any, 
 		}
 		out = append(out, v)
 	}
-	return out, rows.Err()
+	return out, noDataFound(rows.Err())
+}
+
+// noDataFound turns SQLSTATE P0002, no_data_found, into errNotFound.
+func noDataFound(err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "P0002" {
+		return errNotFound
+	}
+	return err
 }
 
 // isText reports whether s can be a PostgreSQL text value.

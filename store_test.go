@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -155,5 +156,22 @@ func startPgbouncer(t *testing.T, dsn string) string {
 		if time.Now().After(deadline) {
 			t.Fatalf("pgbouncer did not listen on %s:\n%s", addr, logs)
 		}
+	}
+}
+
+// TestQueryAllNoDataFound: a set-returning function raises no_data_found
+// for a missing parent row, which queryAll returns as errNotFound (404);
+// a parent without rows is [] (README: Adding a new service).
+func TestQueryAllNoDataFound(t *testing.T) {
+	t.Parallel()
+	db := openTestDB(t, newTestDatabase(t))
+	mustExec(t, db, `CREATE FUNCTION children(parent int) RETURNS SETOF int LANGUAGE plpgsql STABLE AS $$
+		BEGIN IF parent <> 1 THEN RAISE no_data_found; END IF; END $$`)
+	scan := func(n *int) []any { return []any{n} }
+	if rows, err := queryAll(t.Context(), db, "SELECT * FROM children($1)", []any{1}, scan); err != nil || rows == nil || len(rows) != 0 {
+		t.Errorf("a parent without rows: %v, %v; want []", rows, err)
+	}
+	if _, err := queryAll(t.Context(), db, "SELECT * FROM children($1)", []any{2}, scan); !errors.Is(err, errNotFound) {
+		t.Errorf("a missing parent: %v, want errNotFound", err)
 	}
 }

@@ -37,6 +37,7 @@ type tokenClaims struct {
 	Sub                 string // the user's email
 	Name                string
 	Stamp               string // the account's security stamp, claim "stamp"; "" for none
+	Sid                 string // the session's id (sessions.go); "" in the original's tokens
 	IssuedAt, ExpiresAt time.Time
 }
 
@@ -49,7 +50,8 @@ func signToken(key []byte, c tokenClaims) string {
 		ExpiresAt    int64  `json:"exp"`
 		ExpiresAtUTC string `json:"expires_at"`
 		Stamp        string `json:"stamp,omitempty"` // a private claim (RFC 7519 §4.3)
-	}{c.Sub, c.Name, c.IssuedAt.Unix(), c.ExpiresAt.Unix(), c.ExpiresAt.UTC().Format(expiresAtLayout), c.Stamp})
+		Sid          string `json:"sid,omitempty"`   // OpenID Connect's session id
+	}{c.Sub, c.Name, c.IssuedAt.Unix(), c.ExpiresAt.Unix(), c.ExpiresAt.UTC().Format(expiresAtLayout), c.Stamp, c.Sid})
 	input := tokenHeaderSegment + "." + b64.EncodeToString(payload)
 	return input + "." + b64.EncodeToString(hs256(key, input))
 }
@@ -136,6 +138,7 @@ func readClaims(m map[string]any, now time.Time) (tokenClaims, error) {
 	if !readMember(m, "sub", asString, &c.Sub) ||
 		!readMember(m, "name", asString, &c.Name) ||
 		!readMember(m, "stamp", asString, &c.Stamp) ||
+		!readMember(m, "sid", asString, &c.Sid) ||
 		!readMember(m, "iat", numericDate, &c.IssuedAt) ||
 		!readMember(m, "exp", numericDate, &exp) ||
 		!readMember(m, "expires_at", dateTimeUTC, &expiresAt) ||

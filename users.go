@@ -22,7 +22,7 @@ type user struct {
 // handleMe is GET /users/me: the account of the request's token.
 func handleMe() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, currentUser(r))
+		writeJSON(w, http.StatusOK, currentCaller(r).user)
 	})
 }
 
@@ -37,23 +37,33 @@ func (s *store) userByEmail(ctx context.Context, email string) (user, error) {
 	return u, err
 }
 
-// tokenUser returns the account a token names, without its hash, as read
-// at most a second ago: one read a second per server, not one a request.
-// found is false when no account has this email.
-func (s *store) tokenUser(ctx context.Context, email string) (u user, found bool, err error) {
-	if u, ok := s.accounts.get(email); ok {
-		return u, u.ID != 0, nil // the cache keeps a zero user for none
+// tokenUser returns the account a token names, without its hash, and ok
+// when it exists and the token's session (sid, "" for none) is live, as
+// read at most a second ago: one read a second per server and session, not
+// one a request, and one statement for both.
+func (s *store) tokenUser(ctx context.Context, email, sid string) (u user, ok bool, err error) {
+	key := email + "\x00" + sid
+	if c, hit := s.accounts.get(key); hit {
+		return c.user, c.ok, nil
 	}
 	start := s.accounts.now()
-	if isText(email) {
-		err = queryRow(ctx, s.db, `SELECT user_id, name, email, coalesce(security_stamp, '')
-			FROM myapi.users WHERE email = $1`, []any{email}, &u.ID, &u.Name, &u.Email, &u.Stamp)
+	if isText(email) && isText(sid) {
+		err = queryRow(ctx, s.db, `SELECT u.user_id, u.name, u.email, coalesce(u.security_stamp, ''),
+			$2 = '' OR EXISTS (SELECT FROM myapi.sessions AS s
+			                   WHERE s.session_id = $2 AND s.user_id = u.user_id AND s.ends_at > now())
+			FROM myapi.users AS u WHERE u.email = $1`, []any{email, sid}, &u.ID, &u.Name, &u.Email, &u.Stamp, &ok)
 	}
 	if err != nil && !errors.Is(err, errNotFound) {
 		return u, false, err
 	}
-	s.accounts.put(email, u, start)
-	return u, u.ID != 0, nil
+	s.accounts.put(key, tokenUserResult{u, ok}, start)
+	return u, ok, nil
+}
+
+// tokenUserResult is what tokenUser caches.
+type tokenUserResult struct {
+	user
+	ok bool
 }
 
 // listUsers returns every user, by id, without the password hashes.
@@ -80,11 +90,19 @@ func (s *store) createUser(ctx context.Context, name, email, hashedPassword stri
 	return id, err
 }
 
-// setPassword replaces the user's password hash and security stamp, which
-// revokes their tokens, or returns errNotFound.
-func (s *store) setPassword(ctx context.Context, email, hashedPassword string) error {
-	return queryRow(ctx, s.db, `UPDATE myapi.users SET hashed_password = $2, security_stamp = $3
-		WHERE email = $1 RETURNING user_id`, []any{email, hashedPassword, newStamp()}, new(int))
+// renewStamp gives the account with email a new security stamp and, unless
+// hash is nil, a new password hash, and ends its sessions: all its tokens,
+// access and refresh, stop working. errNotFound when there is no account.
+func (s *store) renewStamp(ctx context.Context, email string, hash any) error {
+	err := queryRow(ctx, s.db, `
+WITH u AS (
+    UPDATE myapi.users SET security_stamp = $2, hashed_password = coalesce($3, hashed_password)
+    WHERE email = $1 RETURNING user_id),
+ended AS (
+    UPDATE myapi.sessions SET ends_at = now() WHERE user_id IN (SELECT user_id FROM u) AND ends_at > now())
+SELECT user_id FROM u`, []any{email, newStamp(), hash}, new(int))
+	s.accounts.forget(email + "\x00") // here at once; elsewhere within cacheTTL
+	return err
 }
 
 // deleteUser deletes the user, or returns errNotFound.

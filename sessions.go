@@ -1,0 +1,306 @@
+package main
+
+import (
+	"context"
+	"crypto/hmac"
+	crand "crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Sessions. Every password login opens one, a row of myapi.sessions; its
+// access tokens carry its id (the claim sid), and requireUser refuses them
+// once it has ended. A login that asks for offline_access also gets a
+// refresh token, which rotates at every use (RFC 9700 §2.2.2):
+//
+//	<session id>.<generation>.<MAC of both, under a key derived from the token key>
+//
+// The table keeps the id and the current generation, never a MAC: a dump of
+// it refreshes nothing, and a forged token is refused before any query.
+// Lifetimes are measured on the database's clock.
+
+// reuseWindow is how long the refresh token that the latest refresh
+// replaced still refreshes, to that refresh's new token: two tabs, or a
+// retry after a lost answer, converge instead of ending the session.
+const reuseWindow = 10 * time.Second
+
+// sessionLimits are a session's lifetimes: ttl from login, idle from its
+// latest refresh (MYAPI_SESSION_TTL, MYAPI_SESSION_IDLE).
+type sessionLimits struct{ ttl, idle time.Duration }
+
+// session is a live session, as GET /sessions lists it.
+type session struct {
+	ID         string    `json:"session_id"`
+	CreatedAt  time.Time `json:"created_at"`
+	LastUsedAt time.Time `json:"last_used_at"` // the login or the latest refresh
+	ExpiresAt  time.Time `json:"expires_at"`
+	UserAgent  string    `json:"user_agent"` // the login's
+	Current    bool      `json:"current"`    // the caller's own
+}
+
+// tokenResponse is a grant's body (RFC 6749 §5.1). Without a refresh token
+// it has the original's two members alone.
+type tokenResponse struct {
+	AccessToken  string `json:"access_token"`
+	TokenType    string `json:"token_type"`
+	ExpiresIn    int64  `json:"expires_in,omitempty"`
+	RefreshToken string `json:"refresh_token,omitempty"`
+}
+
+var errReused = errors.New("refresh token reused")
+
+// openSession opens a session for u, who has just logged in, and answers
+// with its first access token and, when offline, its refresh token.
+func openSession(w http.ResponseWriter, r *http.Request, d deps, u user, offline bool) {
+	sid := crand.Text()
+	if err := d.store.openSession(r.Context(), sid, u, userAgent(r), d.sessions); err != nil {
+		databaseFailed(w, r, d.log, err)
+		return
+	}
+	grant(w, d, u, sid, 0, min(d.sessions.ttl, d.sessions.idle), offline)
+}
+
+// grant answers with an access token for u in session sid that outlives
+// neither d.tokenTTL nor the session's time left, and, with refresh, the
+// session's refresh token of generation gen.
+func grant(w http.ResponseWriter, d deps, u user, sid string, gen int64, left time.Duration, refresh bool) {
+	now := d.now()
+	c := tokenClaims{Sub: u.Email, Name: u.Name, Stamp: u.Stamp, Sid: sid, IssuedAt: now, ExpiresAt: now.Add(min(d.tokenTTL, left))}
+	res := tokenResponse{AccessToken: signToken(d.keys[0], c), TokenType: "bearer"}
+	if refresh {
+		res.ExpiresIn = c.ExpiresAt.Unix() - now.Unix() // as exp is written
+		res.RefreshToken = refreshToken(d.keys[0], sid, gen)
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Pragma", "no-cache")
+	writeJSON(w, http.StatusOK, res)
+}
+
+// refreshToken is session sid's refresh token of generation gen. Its key is
+// derived from key, so that no refresh token's MAC is an access token's.
+func refreshToken(key []byte, sid string, gen int64) string {
+	body := sid + "." + strconv.FormatInt(gen, 10)
+	return body + "." + b64.EncodeToString(hs256(hs256(key, "myapi refresh token"), body))
+}
+
+// parseRefreshToken returns the session and generation of rt if one of keys
+// made it. The whole text is compared, in constant time, with the token
+// that key makes: any other spelling, letter case included, is refused.
+func parseRefreshToken(rt string, keys [][]byte) (sid string, gen int64, ok bool) {
+	sid, rest, _ := strings.Cut(rt, ".")
+	genText, _, _ := strings.Cut(rest, ".")
+	gen, err := strconv.ParseInt(genText, 10, 64)
+	for _, key := range keys {
+		if err == nil && len(rt) <= maxTokenBytes && len(key) > 0 && hmac.Equal([]byte(refreshToken(key, sid, gen)), []byte(rt)) {
+			return sid, gen, true
+		}
+	}
+	return "", 0, false
+}
+
+// refreshGrant is POST /token with grant_type=refresh_token (RFC 6749 §6).
+// Its errors are §5.2's 400s, never a 401, which clients answer by refreshing.
+func refreshGrant(w http.ResponseWriter, r *http.Request, d deps, rt string) {
+	if rt == "" {
+		oauthError(w, r, "invalid_request", "refresh_token is missing")
+		return
+	}
+	sid, gen, ok := parseRefreshToken(rt, d.keys)
+	if !ok {
+		oauthError(w, r, "invalid_grant", "The refresh token is invalid, expired or revoked")
+		return
+	}
+	u, gen, left, err := d.store.refresh(r.Context(), sid, gen, d.sessions.idle)
+	switch {
+	case errors.Is(err, errNotFound):
+		oauthError(w, r, "invalid_grant", "The refresh token is invalid, expired or revoked")
+	case errors.Is(err, errReused):
+		d.log.LogAttrs(r.Context(), slog.LevelWarn, "refresh token reused: session ended", slog.String("user", u.Email))
+		oauthError(w, r, "invalid_grant", "The refresh token was used before: the session has ended")
+	case err != nil:
+		databaseFailed(w, r, d.log, err)
+	default:
+		grant(w, d, u, sid, gen, left, true)
+	}
+}
+
+// handleRevoke is POST /revoke (RFC 7009): it ends the session of a refresh
+// token or of a session's access token, trying both whatever the hint. It
+// answers 200 whether or not the token meant anything (§2.2).
+func handleRevoke(d deps) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f, err := readForm(w, r)
+		if err != nil {
+			unreadableBody(w, r, err)
+			return
+		}
+		token := f.get("token")
+		if token == "" {
+			oauthError(w, r, "invalid_request", "token is missing")
+			return
+		}
+		sid, _, ok := parseRefreshToken(token, d.keys)
+		if claims, err := verifyToken(token, d.keys, d.now()); !ok && err == nil {
+			sid = claims.Sid
+		}
+		if sid != "" {
+			if err := d.store.endSession(r.Context(), sid, ""); err != nil && !errors.Is(err, errNotFound) {
+				databaseFailed(w, r, d.log, err)
+				return
+			}
+		}
+		w.WriteHeader(http.StatusOK)
+	})
+}
+
+// handleListSessions is GET /sessions: the caller's live sessions.
+func handleListSessions(d deps) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c := currentCaller(r)
+		sessions, err := d.store.sessions(r.Context(), c.user)
+		if err != nil {
+			databaseFailed(w, r, d.log, err)
+			return
+		}
+		for i := range sessions {
+			s := &sessions[i]
+			s.CreatedAt, s.LastUsedAt, s.ExpiresAt = s.CreatedAt.UTC(), s.LastUsedAt.UTC(), s.ExpiresAt.UTC()
+			s.Current = s.ID == c.sessionID
+		}
+		writeJSON(w, http.StatusOK, sessions)
+	})
+}
+
+// handleEndSession is DELETE /sessions/{session_id}: it ends one of the
+// caller's sessions; another account's is as unknown as a made-up one.
+func handleEndSession(d deps) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		err := d.store.endSession(r.Context(), r.PathValue("session_id"), currentCaller(r).Email)
+		switch {
+		case errors.Is(err, errNotFound):
+			sessionNotFound(w, r)
+		case err != nil:
+			databaseFailed(w, r, d.log, err)
+		default:
+			w.WriteHeader(http.StatusNoContent)
+		}
+	})
+}
+
+// handleEndAllSessions is DELETE /sessions: log out everywhere.
+func handleEndAllSessions(d deps) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		err := d.store.renewStamp(r.Context(), currentCaller(r).Email, nil)
+		if err != nil && !errors.Is(err, errNotFound) { // not found: deleted since, sessions and all
+			databaseFailed(w, r, d.log, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+}
+
+// runLogoutEverywhere ends every session and token of an account.
+func runLogoutEverywhere(ctx context.Context, args []string, env commandEnv) error {
+	fs := newFlagSet("logout-everywhere")
+	email := fs.String("email", "", "the account's email")
+	if err := parseFlags(fs, args, env.stderr, "email"); err != nil {
+		return err
+	}
+	return withStore(ctx, "logout-everywhere", env, func(s *store, _ config) error {
+		err := s.renewStamp(ctx, *email, nil)
+		if errors.Is(err, errNotFound) {
+			return fmt.Errorf("no user with email %s", *email)
+		}
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(env.stdout, "logout-everywhere: ended every session and token of %s\n", *email)
+		return waitOutCaches(ctx)
+	})
+}
+
+// userAgent is the request's User-Agent as PostgreSQL text, cut to 256
+// bytes: a cut rune is invalid UTF-8, which ToValidUTF8 drops.
+func userAgent(r *http.Request) string {
+	ua := strings.ReplaceAll(r.UserAgent(), "\x00", "")
+	return strings.ToValidUTF8(ua[:min(len(ua), 256)], "")
+}
+
+// openSession inserts session sid of u, and deletes up to ten ended
+// sessions of any account: the table stays small with nothing running in
+// the background.
+func (s *store) openSession(ctx context.Context, sid string, u user, userAgent string, l sessionLimits) error {
+	return execute(ctx, s.db, `
+WITH ended AS (
+    DELETE FROM myapi.sessions WHERE session_id IN (
+        SELECT session_id FROM myapi.sessions WHERE ends_at <= now()
+        ORDER BY ends_at LIMIT 10 FOR UPDATE SKIP LOCKED))
+INSERT INTO myapi.sessions (session_id, user_id, stamp, expires_at, ends_at, user_agent)
+VALUES ($1, $2, nullif($3, ''), now() + $4 * interval '1 second', now() + least($4, $5) * interval '1 second', $6)`,
+		sid, u.ID, u.Stamp, l.ttl.Seconds(), l.idle.Seconds(), userAgent)
+}
+
+// refreshSQL rotates session $1's refresh token of generation $2, or within
+// reuseWindow of the latest refresh takes the token it replaced to that
+// refresh's; any other generation is reuse, and ends the session. The one
+// statement decides between concurrent refreshes: the second waits for the
+// first's row lock, then reads its new generation. The session lives while
+// the account keeps the stamp it logged in with, for at least a second more.
+const refreshSQL = `
+UPDATE myapi.sessions AS s SET
+    generation   = s.generation + (s.generation = $2)::int,
+    rotated_at   = CASE WHEN s.generation = $2 THEN now() ELSE s.rotated_at END,
+    last_used_at = now(),
+    ends_at      = CASE WHEN s.generation = $2
+                          OR s.generation = $2 + 1 AND s.rotated_at > now() - $4 * interval '1 second'
+                        THEN least(s.expires_at, now() + $3 * interval '1 second') ELSE now() END
+FROM myapi.users AS u
+WHERE s.session_id = $1 AND s.ends_at > now() + interval '1 second'
+  AND u.user_id = s.user_id AND u.security_stamp IS NOT DISTINCT FROM s.stamp
+RETURNING s.generation, s.ends_at > now(), extract(epoch FROM s.ends_at - now()),
+          u.user_id, u.name, u.email, coalesce(u.security_stamp, '')`
+
+// refresh refreshes session sid with its token of generation gen. It
+// returns the account, the generation of the refresh token to answer with
+// and the session's time left; errNotFound for a session that has ended,
+// errReused for reuse, which has just ended it.
+func (s *store) refresh(ctx context.Context, sid string, gen int64, idle time.Duration) (u user, newGen int64, left time.Duration, err error) {
+	var live bool
+	var secs float64
+	err = queryRow(ctx, s.db, refreshSQL, []any{sid, gen, idle.Seconds(), reuseWindow.Seconds()},
+		&newGen, &live, &secs, &u.ID, &u.Name, &u.Email, &u.Stamp)
+	if err == nil && !live {
+		s.accounts.forget(u.Email + "\x00" + sid)
+		err = errReused
+	}
+	return u, newGen, time.Duration(secs * float64(time.Second)), err
+}
+
+// sessions lists u's live sessions, newest login first.
+func (s *store) sessions(ctx context.Context, u user) ([]session, error) {
+	return queryAll(ctx, s.db, `SELECT session_id, created_at, last_used_at, expires_at, user_agent
+		FROM myapi.sessions WHERE user_id = $1 AND ends_at > now() AND stamp IS NOT DISTINCT FROM nullif($2, '')
+		ORDER BY created_at DESC, session_id`, []any{u.ID, u.Stamp},
+		func(x *session) []any { return []any{&x.ID, &x.CreatedAt, &x.LastUsedAt, &x.ExpiresAt, &x.UserAgent} })
+}
+
+// endSession ends the live session sid, if the account with email ("" for
+// any) has it, or returns errNotFound. This server forgets it at once; the
+// others within cacheTTL.
+func (s *store) endSession(ctx context.Context, sid, email string) error {
+	if !isText(sid) {
+		return errNotFound
+	}
+	var owner string
+	err := queryRow(ctx, s.db, `UPDATE myapi.sessions AS s SET ends_at = now() FROM myapi.users AS u
+		WHERE s.session_id = $1 AND s.ends_at > now() AND u.user_id = s.user_id
+		  AND u.security_stamp IS NOT DISTINCT FROM s.stamp AND (u.email = $2 OR $2 = '')
+		RETURNING u.email`, []any{sid, email}, &owner)
+	s.accounts.forget(owner + "\x00" + sid)
+	return err
+}
