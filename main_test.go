@@ -359,12 +359,17 @@ func signedBearer(t testing.TB, db *sql.DB, email string) http.Header {
 // clock the test controls.
 func newTestHandler(t testing.TB, dsn string, now func() time.Time) *httptest.Server {
 	t.Helper()
+	srv := httptest.NewServer(newHandler(testDepsAt(t, dsn, now)))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// testDepsAt are testDeps on the database dsn, with the clock now.
+func testDepsAt(t testing.TB, dsn string, now func() time.Time) deps {
 	d := testDeps(newLogger(io.Discard, "text"), openTestDB(t, dsn))
 	d.now = now
 	d.store = newStore(d.store.db, now)
-	srv := httptest.NewServer(newHandler(d))
-	t.Cleanup(srv.Close)
-	return srv
+	return d
 }
 
 // testDeps are the handler's dependencies on db, as serve makes them, with

@@ -331,10 +331,13 @@ func TestMigrateOriginalDatabase(t *testing.T) {
 	app.do(t, "GET", moviesPath, bearer(app.token(t, "ada@example.com", "secret")), nil).expect(t, 200, `[]`)
 	app.do(t, "GET", moviesPath, bearer(app.token(t, "bob@example.com", "secret")), nil).expect(t, 200, `[]`)
 	app.login(t, "ada@example.com", "secreT").expect(t, 401, `{"detail":"Incorrect username or password"}`)
+	// An account without a stamp has sessions too, until it gets one.
+	g := refreshed(t, app.refresh(t, offlineLogin(t, app, "ada@example.com", "secret").RefreshToken))
 	if _, _, err := runCmd(t, env, "", "set-password", "-email", "ada@example.com", "-password", "battery staple"); err != nil {
 		t.Fatal(err)
 	}
 	app.do(t, "GET", moviesPath, original, nil).expect(t, 401, `{"detail":"Invalid credentials"}`)
+	app.refresh(t, g.RefreshToken).expect(t, 400, invalidGrant)
 	app.do(t, "GET", moviesPath, bearer(app.token(t, "ada@example.com", "battery staple")), nil).expect(t, 200, `[]`)
 }
 
