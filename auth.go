@@ -22,15 +22,11 @@ import (
 )
 
 // bcrypt reads only the first 72 bytes of a password: longer ones are
-// refused, before hashing and before comparing, so that no two different
-// passwords are ever the same.
+// refused, before hashing and comparing, so that no two passwords are one.
 const (
 	minPasswordBytes = 8
 	maxPasswordBytes = 72
 )
-
-// loginForm is the OAuth2 password grant's form (RFC 6749 §4.3.2).
-type loginForm struct{ Username, Password, GrantType string }
 
 // handleToken is POST /token: the OAuth2 password grant, or with
 // grant_type=refresh_token the refresh grant (sessions.go).
@@ -45,19 +41,18 @@ func handleToken(d deps) http.Handler {
 			refreshGrant(w, r, d, f.get("refresh_token"))
 			return
 		}
-		login := loginForm{Username: f.get("username"), Password: f.get("password"), GrantType: f.get("grant_type")}
-		if problems := login.validate(); problems != nil {
+		if problems := loginProblems(f); problems != nil {
 			validationFailed(w, r, problems)
 			return
 		}
-		passwordGrant(w, r, d, login, slices.Contains(strings.Fields(f.get("scope")), "offline_access"))
+		passwordGrant(w, r, d, f.get("username"), f.get("password"), slices.Contains(strings.Fields(f.get("scope")), "offline_access"))
 	})
 }
 
-// passwordGrant checks a login's password, throttled, and opens a session;
-// offline asks for a refresh token too.
-func passwordGrant(w http.ResponseWriter, r *http.Request, d deps, login loginForm, offline bool) {
-	attempt := throttleKeys{client: clientKey(clientAddr(r, d.trusted)), account: accountKey(login.Username)}
+// passwordGrant checks a password, throttled, and opens a session (RFC 6749
+// §4.3); offline asks for a refresh token too.
+func passwordGrant(w http.ResponseWriter, r *http.Request, d deps, email, password string, offline bool) {
+	attempt := throttleKeys{client: clientKey(clientAddr(r, d.trusted)), account: accountKey(email)}
 	wait, err := d.store.startLogin(r.Context(), attempt)
 	switch {
 	case err != nil:
@@ -67,7 +62,7 @@ func passwordGrant(w http.ResponseWriter, r *http.Request, d deps, login loginFo
 		tooManyLogins(w, r, wait)
 		return
 	}
-	u, err := authenticate(r.Context(), d.store, d.bcrypt, login.Username, login.Password)
+	u, err := authenticate(r.Context(), d.store, d.bcrypt, email, password)
 	if !errors.Is(err, errBadCredentials) { // only a wrong password keeps its failure
 		d.store.endLogin(r.Context(), d.log, attempt, err == nil)
 	}
@@ -132,26 +127,24 @@ func readMultipart(r *http.Request) (url.Values, error) {
 			return f.Value, nil
 		}
 	}
-	// A parse error may come before the limit would have: a body over it
-	// is still 413.
+	// A parse error may come before the limit: a body over it is still 413.
 	if _, rest := io.Copy(io.Discard, r.Body); rest != nil {
 		err = rest
 	}
 	return nil, fmt.Errorf("read multipart form: %w", err)
 }
 
-// validate lists the form's problems in the order the original does.
-func (f loginForm) validate() []fieldError {
+// loginProblems lists the password grant's problems (RFC 6749 §4.3.2), in
+// the original's order.
+func loginProblems(f form) []fieldError {
 	var problems []fieldError
-	if f.Username == "" {
-		problems = append(problems, missingField("body", "username"))
+	for _, name := range []string{"username", "password"} {
+		if f.get(name) == "" {
+			problems = append(problems, missingField("body", name))
+		}
 	}
-	if f.Password == "" {
-		problems = append(problems, missingField("body", "password"))
-	}
-	// The original's pattern matched any value starting with "password";
-	// only the grant itself is accepted here (refresh_token goes elsewhere).
-	if f.GrantType != "" && f.GrantType != "password" {
+	// The original's pattern matched any value starting with "password".
+	if g := f.get("grant_type"); g != "" && g != "password" {
 		problems = append(problems, notMatching("body", "grant_type", "password"))
 	}
 	return problems
@@ -187,12 +180,10 @@ const bcryptWait = 3 * time.Second
 
 var errBusy = errors.New("too many logins in progress")
 
-// procsForBcrypt returns how many bcrypt comparisons serve runs at once:
-// half the cores, at least one. A comparison holds its P for the quarter
-// second it computes, so it also gives the scheduler as many Ps again, and
-// the cheap requests keep one per core while logins run
-// (docs/performance.md). A GOMAXPROCS the operator set is left alone, and
-// a third of it compares.
+// procsForBcrypt returns how many bcrypt comparisons serve runs at once,
+// half the cores, and gives the scheduler as many Ps again: a comparison
+// holds its P for a quarter second, and the cheap requests keep one per core
+// (docs/performance.md). An operator's GOMAXPROCS stays; a third compares.
 func procsForBcrypt() int {
 	if os.Getenv("GOMAXPROCS") != "" {
 		return max(1, runtime.GOMAXPROCS(0)/3)
@@ -239,11 +230,9 @@ func (b *bcryptLimiter) compare(ctx context.Context, hash, password string) (ok 
 }
 
 // requireUser lets a request through only with a valid bearer token (RFC
-// 6750 §2.1: from the Authorization header, never the query string) whose
-// subject is a user with the token's security stamp and, for a session's
-// token, whose session is live: deleting a user, setting their password or
-// ending the session revokes the token. The handler gets the caller from
-// currentCaller.
+// 6750 §2.1: from the Authorization header alone) whose account still
+// exists with the token's security stamp, and whose session is live.
+// Handlers get the caller from currentCaller.
 func requireUser(d deps, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// Split at the first space, as the original does (compat.go).

@@ -6,22 +6,16 @@ import (
 	"time"
 )
 
-// cacheTTL is how long a server acts on what it read of the database
-// without reading it again. The commands that change what requests check
-// wait it out before they return (waitOutCaches), so that every server has
-// forgotten the old answer by then.
+// cacheTTL is how long a server acts on what it read without reading it
+// again; the commands that change what requests check wait it out.
 const cacheTTL = time.Second
 
-// cacheCap bounds a cache's entries. Login keys are chosen by clients: a
-// flood of distinct ones empties the cache rather than grow it, which costs
-// reads, never a wrong answer.
+// cacheCap bounds a cache: a flood of keys empties it, costing only reads.
 const cacheCap = 10_000
 
-// cache remembers answers read from the database for at most cacheTTL. An
-// answer counts only until cacheTTL after its query started, so that a read
-// that raced a change cannot outlive the change by more than that. Expired
-// entries are dropped when read, or all at once at the cap: no goroutine
-// sweeps them.
+// cache keeps answers read from the database until cacheTTL after their
+// query started, so that a read that raced a change cannot outlive it by
+// more. Entries go when read expired, or all at the cap: no goroutine.
 type cache[V any] struct {
 	now     func() time.Time
 	mu      sync.Mutex
@@ -60,8 +54,7 @@ func (c *cache[V]) put(k string, v V, start time.Time) {
 }
 
 // forget drops the entries whose keys start with prefix, so that a change
-// this server made holds here at once. It reads every entry: for logouts,
-// which are rare, not for requests.
+// this server made holds here at once. It reads every entry: for logouts.
 func (c *cache[V]) forget(prefix string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

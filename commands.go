@@ -16,9 +16,8 @@ import (
 	"golang.org/x/crypto/bcrypt"
 )
 
-// The commands besides serve. Each parses its flags before it loads the
-// configuration, so that -h prints its usage under any environment, and
-// withStore gives it the configured database.
+// The commands besides serve. Each parses its flags before withStore loads
+// the configuration, so that -h prints its usage under any environment.
 
 // commandEnv is what a command reads and writes besides its arguments.
 type commandEnv struct {
@@ -57,9 +56,8 @@ func usageError(fs *flag.FlagSet, problem string) error {
 	return errUsage
 }
 
-// withStore loads the configuration, opens its database for the command
-// cmd and runs f. f's error names cmd, or says to migrate first: only serve
-// and migrate apply schema.sql.
+// withStore loads the configuration, opens its database for the command cmd
+// and runs f, whose error names cmd, or says to run migrate first.
 func withStore(ctx context.Context, cmd string, env commandEnv, f func(*store, config) error) error {
 	cfg, err := loadConfig(env.getenv)
 	if err != nil {
@@ -80,9 +78,16 @@ func withStore(ctx context.Context, cmd string, env commandEnv, f func(*store, c
 	return nil
 }
 
+// noUser says that no user has email, for errNotFound.
+func noUser(err error, email string) error {
+	if errors.Is(err, errNotFound) {
+		return fmt.Errorf("no user with email %s", email)
+	}
+	return err
+}
+
 // waitOutCaches returns once every server's cache has forgotten what it
-// read before the change just committed (cache.go): then the change holds
-// on all of them.
+// read before the change just committed: then the change holds everywhere.
 func waitOutCaches(ctx context.Context) error {
 	select {
 	case <-time.After(cacheTTL):
@@ -123,7 +128,7 @@ func runCreateUser(ctx context.Context, args []string, env commandEnv) error {
 	return withStore(ctx, "create-user", env, func(s *store, cfg config) error {
 		hash, err := bcrypt.GenerateFromPassword([]byte(password), cfg.BcryptCost)
 		if err != nil {
-			return fmt.Errorf("hash password: %w", err)
+			return err // only for a cost out of range, which config rules out
 		}
 		id, err := s.createUser(ctx, *name, *email, string(hash))
 		if errors.Is(err, errDuplicate) {
@@ -137,8 +142,7 @@ func runCreateUser(ctx context.Context, args []string, env commandEnv) error {
 	})
 }
 
-// runListUsers prints a line per user, its fields separated by tabs, or
-// with -json a JSON array.
+// runListUsers prints a tab-separated line per user, or a JSON array.
 func runListUsers(ctx context.Context, args []string, env commandEnv) error {
 	fs := newFlagSet("list-users")
 	asJSON := fs.Bool("json", false, "print a JSON array of objects with keys id, name and email")
@@ -163,8 +167,8 @@ func runListUsers(ctx context.Context, args []string, env commandEnv) error {
 // fieldEscaper keeps list-users' lines one user each, one field per tab.
 var fieldEscaper = strings.NewReplacer(`\`, `\\`, "\t", `\t`, "\n", `\n`, "\r", `\r`)
 
-// runSetPassword sets a password. The account's new security stamp revokes
-// every token and session it had; its login failures are cleared.
+// runSetPassword sets a password, and a new security stamp, which revokes
+// every token and session; the account's login failures are cleared.
 func runSetPassword(ctx context.Context, args []string, env commandEnv) error {
 	fs := newFlagSet("set-password")
 	email := fs.String("email", "", "the user's email")
@@ -181,14 +185,10 @@ func runSetPassword(ctx context.Context, args []string, env commandEnv) error {
 	}
 	return withStore(ctx, "set-password", env, func(s *store, cfg config) error {
 		hash, err := bcrypt.GenerateFromPassword([]byte(password), cfg.BcryptCost)
+		if err == nil {
+			err = errors.Join(noUser(s.renewStamp(ctx, *email, string(hash)), *email), s.clearFailures(ctx, accountKey(*email)))
+		}
 		if err != nil {
-			return fmt.Errorf("hash password: %w", err)
-		}
-		err = s.renewStamp(ctx, *email, string(hash))
-		if errors.Is(err, errNotFound) {
-			return fmt.Errorf("no user with email %s", *email)
-		}
-		if err := errors.Join(err, s.clearFailures(ctx, accountKey(*email))); err != nil {
 			return err
 		}
 		fmt.Fprintf(env.stdout, "set-password: changed the password of %s; older tokens are refused\n", *email)
@@ -196,29 +196,26 @@ func runSetPassword(ctx context.Context, args []string, env commandEnv) error {
 	})
 }
 
-// runDeleteUser deletes a user: requireUser refuses the tokens of a
-// subject that is no user.
-func runDeleteUser(ctx context.Context, args []string, env commandEnv) error {
-	fs := newFlagSet("delete-user")
-	email := fs.String("email", "", "the user's email")
-	if err := parseFlags(fs, args, env.stderr, "email"); err != nil {
-		return err
-	}
-	return withStore(ctx, "delete-user", env, func(s *store, _ config) error {
-		err := s.deleteUser(ctx, *email)
-		if errors.Is(err, errNotFound) {
-			return fmt.Errorf("no user with email %s", *email)
-		}
-		if err != nil {
+// accountCommand is a command that makes change to the account -email
+// names, says it did what done says, and waits until that holds everywhere.
+func accountCommand(name, done string, change func(*store, context.Context, string) error) command {
+	return func(ctx context.Context, args []string, env commandEnv) error {
+		fs := newFlagSet(name)
+		email := fs.String("email", "", "the account's email")
+		if err := parseFlags(fs, args, env.stderr, "email"); err != nil {
 			return err
 		}
-		fmt.Fprintf(env.stdout, "delete-user: deleted %s\n", *email)
-		return waitOutCaches(ctx)
-	})
+		return withStore(ctx, name, env, func(s *store, _ config) error {
+			if err := noUser(change(s, ctx, *email), *email); err != nil {
+				return err
+			}
+			fmt.Fprintf(env.stdout, "%s: %s %s\n", name, done, *email)
+			return waitOutCaches(ctx)
+		})
+	}
 }
 
-// runUnblock clears the login failures of an account or of a client
-// address, keyed as the throttle keys them.
+// runUnblock clears the login failures of an account or a client address.
 func runUnblock(ctx context.Context, args []string, env commandEnv) error {
 	fs := newFlagSet("unblock")
 	email := fs.String("email", "", "the account's email")

@@ -8,37 +8,29 @@ import (
 	"time"
 )
 
-// What myapi keeps only so that the FastAPI service's clients, tokens and
-// recorded answers work unchanged (API.md), each with its reason. Most of it
-// is here; three one-line choices stay where they act, pointing here:
-//
-//   - GET /movies is routed beside GET /movies/ (server.go): the original
-//     redirects it, and a client that follows expects the same answer.
-//   - writeJSON escapes no HTML (server.go): the original writes "<" and
-//     "&" as they are, and recorded answers are compared byte for byte.
-//   - requireUser splits "Bearer <token>" at the first space (auth.go), so
-//     "Bearer  <token>" is a bad token, as it is in the original.
+// What myapi keeps only so that the original's clients, tokens and recorded
+// answers work unchanged (API.md), each with its reason. Three one-line
+// choices stay where they act: GET /movies beside GET /movies/ (server.go;
+// the original redirects, and its clients expect the same answer), no HTML
+// escaping in writeJSON (server.go; recorded answers are compared byte for
+// byte), and "Bearer <token>" split at the first space (auth.go).
 
-// The original's 401 texts read swapped, but its clients match on them:
-// "Invalid token" when no bearer token came, "Invalid credentials" for a
-// token that came and is bad.
+// The original's 401 texts read swapped, but its clients match on them.
 const (
 	detailNoToken  = "Invalid token"
 	detailBadToken = "Invalid credentials"
 )
 
-// rating is a NUMERIC(2,1) score, always written with its decimal (9.0,
-// never 9), as the original writes it.
+// rating is a NUMERIC(2,1) score, written with its decimal (9.0, not 9).
 type rating float64
 
 func (r rating) MarshalJSON() ([]byte, error) {
 	return strconv.AppendFloat(nil, float64(r), 'f', 1, 64), nil
 }
 
-// The original's tokens expire by expires_at, Python's str(datetime) in
-// UTC ("2026-12-07 18:33:49"), not by exp. myapi writes it beside exp and
-// reads it, so that tokens pass both ways when the two share a key. Dates
-// lie in years 1 to 9999, the years a Python datetime holds.
+// The original's tokens expire by expires_at, Python's str(datetime) in UTC,
+// not by exp: myapi writes and reads both, so that tokens pass both ways.
+// Dates lie in years 1 to 9999, the years a Python datetime holds.
 const (
 	expiresAtLayout = time.DateTime // time.Parse also reads the ".ffffff" Python adds
 	minNumericDate  = -62135596800  // 0001-01-01T00:00:00Z
@@ -52,11 +44,9 @@ func dateTimeUTC(v any) (time.Time, bool) {
 	return t, ok && err == nil && t.Year() >= 1 // four digits allow year 0
 }
 
-// decodedPaths routes every request by its decoded path, as the original
-// does: "%2F" is a "/" like any other, where ServeMux would keep it inside a
-// segment. A path with "//", "/./" or "/../" is 404, where ServeMux would
-// redirect it with an HTML body, and so is one that does not start with "/"
-// ("*", a CONNECT's ""), which ServeMux answers in plain text.
+// decodedPaths routes by the decoded path, as the original does: "%2F" is a
+// "/" like any other. A path with "//", "/./" or "/../", which ServeMux would
+// redirect in HTML, is 404, and so is one not starting with "/" ("*").
 func decodedPaths(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p := r.URL.Path
@@ -77,8 +67,7 @@ func decodedPaths(h http.Handler) http.Handler {
 }
 
 // redirectToOtherSlash answers 307 to the path's other trailing-slash form,
-// the query kept, when that form has a route, and reports whether it did:
-// the original redirects /token/ to /token and /movies/new/ to /movies/new.
+// as the original does, when that has a route, and reports whether it did.
 func redirectToOtherSlash(w http.ResponseWriter, r *http.Request, mux *http.ServeMux) bool {
 	other, trimmed := strings.CutSuffix(r.URL.Path, "/")
 	if !trimmed {

@@ -37,8 +37,8 @@ type config struct {
 	Dir             string         // local state: dev token key and dev cluster
 }
 
-// loadConfig reads getenv, then the file MYAPI_DOTENV names (default .env, if
-// it exists). It reports every problem at once, and never a secret value.
+// loadConfig reads getenv, then the file MYAPI_DOTENV names (.env): every
+// problem at once, and never a secret value.
 func loadConfig(getenv func(string) string) (config, error) {
 	file, err := readDotenv(cmp.Or(getenv("MYAPI_DOTENV"), ".env"))
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -79,8 +79,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 	cfg.SessionIdle = positiveDuration(get, "MYAPI_SESSION_IDLE", "168h", bad)
 	cfg.ShutdownTimeout = positiveDuration(get, "MYAPI_SHUTDOWN_TIMEOUT", "10s", bad)
 	cfg.BcryptCost = intInRange(get, "MYAPI_BCRYPT_COST", 12, bcrypt.MinCost, bcrypt.MaxCost, bad)
-	// PostgreSQL wants about two connections per core; a few more cover
-	// requests waiting on the network rather than on the CPU.
+	// About two connections per core, and more for requests on the network.
 	cfg.DBMaxConns = intInRange(get, "MYAPI_DB_MAX_CONNS", 4*runtime.NumCPU()+2, 1, 1000, bad)
 	if cfg.LogFormat != "text" && cfg.LogFormat != "json" {
 		bad("MYAPI_LOG_FORMAT must be text or json, not %q", cfg.LogFormat)
@@ -128,8 +127,8 @@ func parseProxies(list string, bad func(string, ...any)) (proxies []netip.Prefix
 	return proxies
 }
 
-// devTokenKey returns the dev signing key kept in dir, made on first use: on
-// disk, tokens survive a restart; out of the repository, no two clones share it.
+// devTokenKey returns the dev signing key kept in dir, made on first use,
+// so that tokens survive a restart and no two clones share a key.
 func devTokenKey(dir string) ([]byte, error) {
 	return readOrCreateSecret(filepath.Join(dir, "token_key"), minKeyBytes)
 }

@@ -76,9 +76,8 @@ func loginsBusy(w http.ResponseWriter, r *http.Request) {
 	errorResponse(w, r, http.StatusServiceUnavailable, "Service unavailable")
 }
 
-// oauthError answers 400 in RFC 6749 §5.2's shape, which OAuth client
-// libraries read, with the description again as detail, as this API's
-// clients read it: the refresh grant's and /revoke's errors.
+// oauthError answers 400 in RFC 6749 §5.2's shape, which OAuth clients
+// read, and the description again as detail, which this API's clients read.
 func oauthError(w http.ResponseWriter, r *http.Request, code, description string) {
 	addLogAttrs(r, slog.String("detail", code+": "+description))
 	w.Header().Set("Cache-Control", "no-store")
@@ -102,9 +101,7 @@ func unreadableBody(w http.ResponseWriter, r *http.Request, err error) {
 }
 
 // databaseFailed answers a failed query: 503 when the database is
-// unavailable, else 500, since a query that does not fit the schema is a bug.
-// The cause goes to the log, never to the client; a client that left is only
-// a warning.
+// unavailable, else 500 (a bug). The cause goes to the log alone.
 func databaseFailed(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
 	cause := slog.String("error", err.Error())
 	switch {

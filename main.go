@@ -76,8 +76,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	}
 	commands := map[string]command{
 		"serve": runServe, "migrate": runMigrate, "create-user": runCreateUser, "list-users": runListUsers,
-		"set-password": runSetPassword, "delete-user": runDeleteUser, "unblock": runUnblock,
-		"logout-everywhere": runLogoutEverywhere,
+		"set-password": runSetPassword, "unblock": runUnblock,
+		"delete-user":       accountCommand("delete-user", "deleted", (*store).deleteUser),
+		"logout-everywhere": accountCommand("logout-everywhere", "ended every session and token of", (*store).logoutEverywhere),
 	}
 	cmd, ok := commands[args[0]]
 	if !ok {
@@ -129,8 +130,8 @@ func runServe(ctx context.Context, args []string, env commandEnv) error {
 	return serveUntilDone(ctx, newHTTPServer(handler, log), ln, cfg.ShutdownTimeout, log)
 }
 
-// serveUntilDone serves on ln until ctx is cancelled, then shuts down:
-// no new connections, and in-flight requests get up to timeout to finish.
+// serveUntilDone serves on ln until ctx is cancelled, then gives in-flight
+// requests up to timeout to finish.
 func serveUntilDone(ctx context.Context, srv *http.Server, ln net.Listener, timeout time.Duration, log *slog.Logger) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()

@@ -19,7 +19,7 @@ type Movie struct {
 func handleGetMovie(d deps) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p := readParams(r)
-		id := p.queryInt("movie_id")
+		id := p.int(inQuery, "movie_id")
 		if p.problems != nil {
 			validationFailed(w, r, p.problems)
 			return
@@ -41,8 +41,8 @@ func handleGetMovie(d deps) http.Handler {
 func handleNewMovies(d deps) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p := readParams(r)
-		year := p.queryInt("year")
-		minRating := p.queryFloat("rating")
+		year := p.int(inQuery, "year")
+		minRating := p.float(inQuery, "rating")
 		if p.problems != nil {
 			validationFailed(w, r, p.problems)
 			return
@@ -64,10 +64,8 @@ func (s *store) movie(ctx context.Context, id int32) (m Movie, err error) {
 }
 
 // newMovies reads the set-returning ("table-valued") function
-// myapi.new_movies: the query lives in schema.sql, and Go only names it; the
-// casts let PostgreSQL check the arguments. The rating goes as the shortest
-// decimal that names the float ("8.9", not 8.90000000000000035...), so that
-// rating=8.9 finds the 8.9s.
+// myapi.new_movies, which schema.sql holds. The rating goes as the shortest
+// decimal ("8.9", not 8.90000000000000035...): rating=8.9 finds the 8.9s.
 func (s *store) newMovies(ctx context.Context, year int32, minRating float64) ([]Movie, error) {
 	return queryAll(ctx, s.db, `SELECT movie_id, title, released, rating
 		FROM myapi.new_movies($1::integer, $2::numeric)`,

@@ -15,10 +15,8 @@ import (
 	"strings"
 )
 
-// openapiFiles are the OpenAPI document, written by hand in parts:
-// openapi/shared.json, its head and what every resource shares, and a file
-// per resource. openapi_test.go keeps them true: every route documented,
-// every example replayed against the server.
+// openapiFiles are the OpenAPI document in parts, written by hand: shared.json
+// and a file per resource. openapi_test.go replays every example.
 //
 //go:embed openapi/*.json
 var openapiFiles embed.FS
@@ -45,9 +43,8 @@ func handleDocs() http.Handler {
 	})
 }
 
-// renderDocs renders the page, and the Content-Security-Policy that allows
-// only its inline style, by hash: even if escaping failed, nothing could run.
-// Like template.Must, it panics on an error: both files are compiled in.
+// renderDocs renders the page, and a Content-Security-Policy that allows its
+// inline style alone, by hash. Like template.Must, it panics on an error.
 func renderDocs(doc []byte) (page []byte, csp string) {
 	d, err := parseOpenAPI(doc)
 	tmpl := template.Must(template.New("docs").Funcs(template.FuncMap{
@@ -67,39 +64,27 @@ func renderDocs(doc []byte) (page []byte, csp string) {
 	return buf.Bytes(), csp
 }
 
-// openAPIDocument merges the files of openapiFiles, in name order, into
-// one document. Like template.Must, it panics on an error: they are
-// compiled in, and the tests merge them first.
+// openAPIDocument merges openapiFiles, in name order, into one document;
+// like template.Must, it panics on an error (the tests merge them first).
 func openAPIDocument() []byte {
 	names, _ := fs.Glob(openapiFiles, "openapi/*.json")
 	doc := make(map[string]json.RawMessage)
 	for _, name := range names {
 		b, err := openapiFiles.ReadFile(name)
 		if err == nil {
-			err = mergeJSON(doc, b, 2, "")
+			err = mergeJSON(doc, b, "")
 		}
 		if err != nil {
 			panic(name + ": " + err.Error())
 		}
 	}
-	return marshalRaw(doc)
+	b, _ := marshalJSON(doc) // RawMessages from Unmarshal: valid JSON
+	return b
 }
 
-// marshalRaw is json.Marshal without HTML escaping, so that the examples
-// keep "<" and "&" as the server writes them. v holds valid JSON only.
-func marshalRaw(v any) json.RawMessage {
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	enc.Encode(v)
-	return bytes.TrimSpace(b.Bytes())
-}
-
-// mergeJSON merges the JSON object src into dst, member by member: arrays
-// (tags) join, objects merge down to depth more levels (paths, then each
-// path's methods; components, then each kind), and anything else in both is
-// a conflict. Values below are kept as written, their order and numbers too.
-func mergeJSON(dst map[string]json.RawMessage, src []byte, depth int, at string) error {
+// mergeJSON merges the JSON object src into dst: arrays join, objects merge,
+// anything else in both conflicts. The rest is kept as written, order and all.
+func mergeJSON(dst map[string]json.RawMessage, src []byte, at string) error {
 	var members map[string]json.RawMessage
 	if err := json.Unmarshal(src, &members); err != nil {
 		return err
@@ -113,14 +98,14 @@ func mergeJSON(dst map[string]json.RawMessage, src []byte, depth int, at string)
 			var a, b []json.RawMessage
 			json.Unmarshal(old, &a)
 			json.Unmarshal(v, &b)
-			dst[k] = marshalRaw(append(a, b...))
-		case old[0] == '{' && v[0] == '{' && depth > 0:
+			dst[k], _ = marshalJSON(append(a, b...))
+		case old[0] == '{' && v[0] == '{':
 			merged := make(map[string]json.RawMessage)
 			json.Unmarshal(old, &merged)
-			if err := mergeJSON(merged, v, depth-1, fmt.Sprintf("%s[%q]", at, k)); err != nil {
+			if err := mergeJSON(merged, v, fmt.Sprintf("%s[%q]", at, k)); err != nil {
 				return err
 			}
-			dst[k] = marshalRaw(merged)
+			dst[k], _ = marshalJSON(merged)
 		default:
 			return fmt.Errorf("%s[%q] is also in another file of openapi/: keep one", at, k)
 		}
@@ -229,9 +214,8 @@ func compactJSON(v json.RawMessage) (string, error) {
 	return b.String(), err
 }
 
-// exampleURL is the path and query x goes to on the operation op at path:
-// each {param} and the query are the parameters' examples, unless x gives
-// its own, so a shared response's example replays for every operation.
+// exampleURL is where x goes on the operation op at path: the parameters'
+// examples, unless x gives its own, so a shared example fits every operation.
 func exampleURL(path string, op *apiOperation, x *exampleRequest) string {
 	var query []string
 	for _, p := range op.Parameters {

@@ -22,8 +22,8 @@ func FuzzParams(f *testing.F) {
 	f.Fuzz(func(t *testing.T, s string) {
 		r := httptest.NewRequest("GET", "/x?"+url.Values{"v": {s}}.Encode(), nil)
 		pi, pf := readParams(r), readParams(r)
-		pi.queryInt("v")
-		x := pf.queryFloat("v")
+		pi.int(inQuery, "v")
+		x := pf.float(inQuery, "v")
 		digits := len(strings.TrimLeft(s, "+-0"))
 		switch {
 		case pi.problems == nil && !integer.MatchString(s):
@@ -45,7 +45,7 @@ func TestPathParameter(t *testing.T) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /x/{id}", func(w http.ResponseWriter, r *http.Request) {
 		p := readParams(r)
-		id := p.pathInt("id")
+		id := p.int(inPath, "id")
 		if p.problems != nil {
 			validationFailed(w, r, p.problems)
 			return

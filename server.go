@@ -99,7 +99,9 @@ func handleHealthz() http.Handler {
 
 func handleReadyz(d deps) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if err := d.store.ping(r.Context()); err != nil {
+		ctx, cancel := context.WithTimeout(r.Context(), queryTimeout)
+		defer cancel()
+		if err := d.store.db.PingContext(ctx); err != nil {
 			databaseFailed(w, r, d.log, err)
 			return
 		}
@@ -141,23 +143,28 @@ func secureHeaders(h http.Handler) http.Handler {
 	})
 }
 
-// writeJSON writes v as compact JSON, without a trailing newline or HTML
-// escaping (compat.go). Content-Type is set before WriteHeader, since
-// headers set after it are ignored.
+// writeJSON writes v as compact JSON (compat.go). Content-Type is set
+// before WriteHeader, which ignores headers set after it.
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil { // a bug, or a NaN stored in a NUMERIC column
+	b, err := marshalJSON(v)
+	if err != nil { // a bug, or a NaN stored in a NUMERIC column
 		panic("writeJSON: " + err.Error()) // recoverPanics logs it and answers 500
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	w.Write(bytes.TrimSuffix(buf.Bytes(), []byte("\n")))
+	w.Write(b)
 }
 
-// requestLog travels in a request's context: its id, and what handlers add
-// to its log line.
+// marshalJSON is json.Marshal without HTML escaping.
+func marshalJSON(v any) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	err := enc.Encode(v)
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), err
+}
+
+// requestLog is a request's id and what handlers add to its log line.
 type requestLog struct {
 	id    string
 	attrs []slog.Attr
@@ -165,9 +172,8 @@ type requestLog struct {
 
 type requestLogKey struct{}
 
-// addLogAttrs adds attrs to r's line in the request log, which
-// logRequests writes once the handler returns: requireUser adds the user,
-// errorResponse the error's detail.
+// addLogAttrs adds attrs to r's line in the request log, which logRequests
+// writes once the handler returns.
 func addLogAttrs(r *http.Request, attrs ...slog.Attr) {
 	if l, ok := r.Context().Value(requestLogKey{}).(*requestLog); ok {
 		l.attrs = append(l.attrs, attrs...)

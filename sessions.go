@@ -5,7 +5,6 @@ import (
 	"crypto/hmac"
 	crand "crypto/rand"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -13,20 +12,15 @@ import (
 	"time"
 )
 
-// Sessions. Every password login opens one, a row of myapi.sessions; its
-// access tokens carry its id (the claim sid), and requireUser refuses them
-// once it has ended. A login that asks for offline_access also gets a
-// refresh token, which rotates at every use (RFC 9700 §2.2.2):
-//
-//	<session id>.<generation>.<MAC of both, under a key derived from the token key>
-//
-// The table keeps the id and the current generation, never a MAC: a dump of
-// it refreshes nothing, and a forged token is refused before any query.
-// Lifetimes are measured on the database's clock.
+// Every password login opens a session, a row of myapi.sessions, whose id
+// its access tokens carry (sid). With offline_access it also gets a refresh
+// token, "<session id>.<generation>.<MAC of both>", which rotates at every
+// use (RFC 9700 §2.2.2). The table keeps no MAC, so a dump of it refreshes
+// nothing, and a forged token is refused before any query. Lifetimes are
+// measured on the database's clock.
 
-// reuseWindow is how long the refresh token that the latest refresh
-// replaced still refreshes, to that refresh's new token: two tabs, or a
-// retry after a lost answer, converge instead of ending the session.
+// reuseWindow is how long the token the latest refresh replaced still gets
+// that refresh's answer: two tabs, or a retry after a lost answer, converge.
 const reuseWindow = 10 * time.Second
 
 // sessionLimits are a session's lifetimes: ttl from login, idle from its
@@ -37,14 +31,14 @@ type sessionLimits struct{ ttl, idle time.Duration }
 type session struct {
 	ID         string    `json:"session_id"`
 	CreatedAt  time.Time `json:"created_at"`
-	LastUsedAt time.Time `json:"last_used_at"` // the login or the latest refresh
+	LastUsedAt time.Time `json:"last_used_at"`
 	ExpiresAt  time.Time `json:"expires_at"`
-	UserAgent  string    `json:"user_agent"` // the login's
-	Current    bool      `json:"current"`    // the caller's own
+	UserAgent  string    `json:"user_agent"`
+	Current    bool      `json:"current"`
 }
 
-// tokenResponse is a grant's body (RFC 6749 §5.1). Without a refresh token
-// it has the original's two members alone.
+// tokenResponse is a grant's body (RFC 6749 §5.1): without a refresh token,
+// the original's two members alone.
 type tokenResponse struct {
 	AccessToken  string `json:"access_token"`
 	TokenType    string `json:"token_type"`
@@ -65,9 +59,8 @@ func openSession(w http.ResponseWriter, r *http.Request, d deps, u user, offline
 	grant(w, d, u, sid, 0, min(d.sessions.ttl, d.sessions.idle), offline)
 }
 
-// grant answers with an access token for u in session sid that outlives
-// neither d.tokenTTL nor the session's time left, and, with refresh, the
-// session's refresh token of generation gen.
+// grant answers with an access token for u in session sid, living at most
+// d.tokenTTL and left, and with refresh the refresh token of generation gen.
 func grant(w http.ResponseWriter, d deps, u user, sid string, gen int64, left time.Duration, refresh bool) {
 	now := d.now()
 	c := tokenClaims{Sub: u.Email, Name: u.Name, Stamp: u.Stamp, Sid: sid, IssuedAt: now, ExpiresAt: now.Add(min(d.tokenTTL, left))}
@@ -89,8 +82,7 @@ func refreshToken(key []byte, sid string, gen int64) string {
 }
 
 // parseRefreshToken returns the session and generation of rt if one of keys
-// made it. The whole text is compared, in constant time, with the token
-// that key makes: any other spelling, letter case included, is refused.
+// made this very text, compared in constant time: no other spelling passes.
 func parseRefreshToken(rt string, keys [][]byte) (sid string, gen int64, ok bool) {
 	sid, rest, _ := strings.Cut(rt, ".")
 	genText, _, _ := strings.Cut(rest, ".")
@@ -110,12 +102,13 @@ func refreshGrant(w http.ResponseWriter, r *http.Request, d deps, rt string) {
 		oauthError(w, r, "invalid_request", "refresh_token is missing")
 		return
 	}
+	var u user
+	var left time.Duration
 	sid, gen, ok := parseRefreshToken(rt, d.keys)
-	if !ok {
-		oauthError(w, r, "invalid_grant", "The refresh token is invalid, expired or revoked")
-		return
+	err := errNotFound // a forgery costs no query
+	if ok {
+		u, gen, left, err = d.store.refresh(r.Context(), sid, gen, d.sessions.idle)
 	}
-	u, gen, left, err := d.store.refresh(r.Context(), sid, gen, d.sessions.idle)
 	switch {
 	case errors.Is(err, errNotFound):
 		oauthError(w, r, "invalid_grant", "The refresh token is invalid, expired or revoked")
@@ -130,8 +123,7 @@ func refreshGrant(w http.ResponseWriter, r *http.Request, d deps, rt string) {
 }
 
 // handleRevoke is POST /revoke (RFC 7009): it ends the session of a refresh
-// token or of a session's access token, trying both whatever the hint. It
-// answers 200 whether or not the token meant anything (§2.2).
+// or access token, whatever the hint, and answers 200 whatever it was (§2.2).
 func handleRevoke(d deps) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		f, err := readForm(w, r)
@@ -145,7 +137,8 @@ func handleRevoke(d deps) http.Handler {
 			return
 		}
 		sid, _, ok := parseRefreshToken(token, d.keys)
-		if claims, err := verifyToken(token, d.keys, d.now()); !ok && err == nil {
+		if !ok {
+			claims, _ := verifyToken(token, d.keys, d.now()) // no Sid unless valid
 			sid = claims.Sid
 		}
 		if sid != "" {
@@ -161,16 +154,10 @@ func handleRevoke(d deps) http.Handler {
 // handleListSessions is GET /sessions: the caller's live sessions.
 func handleListSessions(d deps) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c := currentCaller(r)
-		sessions, err := d.store.sessions(r.Context(), c.user)
+		sessions, err := d.store.sessions(r.Context(), currentCaller(r))
 		if err != nil {
 			databaseFailed(w, r, d.log, err)
 			return
-		}
-		for i := range sessions {
-			s := &sessions[i]
-			s.CreatedAt, s.LastUsedAt, s.ExpiresAt = s.CreatedAt.UTC(), s.LastUsedAt.UTC(), s.ExpiresAt.UTC()
-			s.Current = s.ID == c.sessionID
 		}
 		writeJSON(w, http.StatusOK, sessions)
 	})
@@ -195,32 +182,12 @@ func handleEndSession(d deps) http.Handler {
 // handleEndAllSessions is DELETE /sessions: log out everywhere.
 func handleEndAllSessions(d deps) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		err := d.store.renewStamp(r.Context(), currentCaller(r).Email, nil)
+		err := d.store.logoutEverywhere(r.Context(), currentCaller(r).Email)
 		if err != nil && !errors.Is(err, errNotFound) { // not found: deleted since, sessions and all
 			databaseFailed(w, r, d.log, err)
 			return
 		}
 		w.WriteHeader(http.StatusNoContent)
-	})
-}
-
-// runLogoutEverywhere ends every session and token of an account.
-func runLogoutEverywhere(ctx context.Context, args []string, env commandEnv) error {
-	fs := newFlagSet("logout-everywhere")
-	email := fs.String("email", "", "the account's email")
-	if err := parseFlags(fs, args, env.stderr, "email"); err != nil {
-		return err
-	}
-	return withStore(ctx, "logout-everywhere", env, func(s *store, _ config) error {
-		err := s.renewStamp(ctx, *email, nil)
-		if errors.Is(err, errNotFound) {
-			return fmt.Errorf("no user with email %s", *email)
-		}
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(env.stdout, "logout-everywhere: ended every session and token of %s\n", *email)
-		return waitOutCaches(ctx)
 	})
 }
 
@@ -232,8 +199,7 @@ func userAgent(r *http.Request) string {
 }
 
 // openSession inserts session sid of u, and deletes up to ten ended
-// sessions of any account: the table stays small with nothing running in
-// the background.
+// sessions of any account: the table stays small, with nothing in the background.
 func (s *store) openSession(ctx context.Context, sid string, u user, userAgent string, l sessionLimits) error {
 	return execute(ctx, s.db, `
 WITH ended AS (
@@ -245,12 +211,10 @@ VALUES ($1, $2, nullif($3, ''), now() + $4 * interval '1 second', now() + least(
 		sid, u.ID, u.Stamp, l.ttl.Seconds(), l.idle.Seconds(), userAgent)
 }
 
-// refreshSQL rotates session $1's refresh token of generation $2, or within
-// reuseWindow of the latest refresh takes the token it replaced to that
-// refresh's; any other generation is reuse, and ends the session. The one
-// statement decides between concurrent refreshes: the second waits for the
-// first's row lock, then reads its new generation. The session lives while
-// the account keeps the stamp it logged in with, for at least a second more.
+// refreshSQL rotates session $1's token of generation $2; the token the
+// latest refresh replaced gets that refresh's within reuseWindow; any other
+// is reuse, which ends the session. One statement decides between two
+// refreshes: the second waits for the first's row lock, then reads its work.
 const refreshSQL = `
 UPDATE myapi.sessions AS s SET
     generation   = s.generation + (s.generation = $2)::int,
@@ -265,10 +229,8 @@ WHERE s.session_id = $1 AND s.ends_at > now() + interval '1 second'
 RETURNING s.generation, s.ends_at > now(), extract(epoch FROM s.ends_at - now()),
           u.user_id, u.name, u.email, coalesce(u.security_stamp, '')`
 
-// refresh refreshes session sid with its token of generation gen. It
-// returns the account, the generation of the refresh token to answer with
-// and the session's time left; errNotFound for a session that has ended,
-// errReused for reuse, which has just ended it.
+// refresh runs refreshSQL: the account, the generation to answer with and
+// the session's time left, or errNotFound, or errReused for a reuse.
 func (s *store) refresh(ctx context.Context, sid string, gen int64, idle time.Duration) (u user, newGen int64, left time.Duration, err error) {
 	var live bool
 	var secs float64
@@ -281,17 +243,20 @@ func (s *store) refresh(ctx context.Context, sid string, gen int64, idle time.Du
 	return u, newGen, time.Duration(secs * float64(time.Second)), err
 }
 
-// sessions lists u's live sessions, newest login first.
-func (s *store) sessions(ctx context.Context, u user) ([]session, error) {
-	return queryAll(ctx, s.db, `SELECT session_id, created_at, last_used_at, expires_at, user_agent
+// sessions lists c's live sessions, newest first; in UTC, as pgx reads a
+// timestamp without a time zone.
+func (s *store) sessions(ctx context.Context, c caller) ([]session, error) {
+	return queryAll(ctx, s.db, `SELECT session_id, created_at AT TIME ZONE 'UTC', last_used_at AT TIME ZONE 'UTC',
+		    expires_at AT TIME ZONE 'UTC', user_agent, session_id = $3
 		FROM myapi.sessions WHERE user_id = $1 AND ends_at > now() AND stamp IS NOT DISTINCT FROM nullif($2, '')
-		ORDER BY created_at DESC, session_id`, []any{u.ID, u.Stamp},
-		func(x *session) []any { return []any{&x.ID, &x.CreatedAt, &x.LastUsedAt, &x.ExpiresAt, &x.UserAgent} })
+		ORDER BY created_at DESC, session_id`, []any{c.ID, c.Stamp, c.sessionID},
+		func(x *session) []any {
+			return []any{&x.ID, &x.CreatedAt, &x.LastUsedAt, &x.ExpiresAt, &x.UserAgent, &x.Current}
+		})
 }
 
-// endSession ends the live session sid, if the account with email ("" for
-// any) has it, or returns errNotFound. This server forgets it at once; the
-// others within cacheTTL.
+// endSession ends the live session sid of the account with email ("" for
+// any), or returns errNotFound; this server forgets it at once.
 func (s *store) endSession(ctx context.Context, sid, email string) error {
 	if !isText(sid) {
 		return errNotFound

@@ -336,3 +336,24 @@ func TestAccountChangesEndSessions(t *testing.T) {
 		t.Errorf("logout-everywhere of no user: %v", err)
 	}
 }
+
+// FuzzParseRefreshToken: what a key makes parses back to its session and
+// generation, and any text that parses is exactly what the key makes of
+// them; the other key's tokens parse too, as rotation needs.
+func FuzzParseRefreshToken(f *testing.F) {
+	f.Add("N4TAYJJFUQE4QVDLTRXOPSGDOO", int64(7), "N4TAYJJFUQE4QVDLTRXOPSGDOO.07.x")
+	f.Add("", int64(-1), "..")
+	keys := [][]byte{[]byte(testTokenKey), []byte("previous-key-0123456789-0123456789-01")}
+	f.Fuzz(func(t *testing.T, sid string, gen int64, text string) {
+		for _, key := range keys {
+			rt := refreshToken(key, sid, gen)
+			gotSid, gotGen, ok := parseRefreshToken(rt, keys)
+			if (!ok || gotSid != sid || gotGen != gen) && !strings.Contains(sid, ".") && len(rt) <= maxTokenBytes {
+				t.Errorf("%q parses as %q, %d, %v", rt, gotSid, gotGen, ok)
+			}
+		}
+		if sid, gen, ok := parseRefreshToken(text, keys); ok && refreshToken(keys[0], sid, gen) != text && refreshToken(keys[1], sid, gen) != text {
+			t.Errorf("%q parses as session %q, generation %d, which no key spells so", text, sid, gen)
+		}
+	})
+}

@@ -38,24 +38,21 @@ var (
 	errDuplicate = errors.New("duplicate") // a unique constraint refused the row
 )
 
-// store is myapi's access to PostgreSQL: each resource's file adds the
-// methods that query its tables. Every query is bounded by queryTimeout.
-// What requests read most is cached for a second (cache.go): the accounts
-// that tokens name, and when blocked login keys are free.
+// store is myapi's access to PostgreSQL; each resource's file adds methods
+// for its tables. The caches hold what requests read most (cache.go).
 type store struct {
 	db       *sql.DB
-	accounts *cache[tokenUserResult]
+	accounts *cache[user]
 	blocked  *cache[time.Time]
 }
 
 // newStore returns the store of db; now is the caches' clock.
 func newStore(db *sql.DB, now func() time.Time) *store {
-	return &store{db: db, accounts: newCache[tokenUserResult](now), blocked: newCache[time.Time](now)}
+	return &store{db: db, accounts: newCache[user](now), blocked: newCache[time.Time](now)}
 }
 
-// openStore opens cfg's database for the command cmd: the configured one,
-// or in dev with none configured the local cluster, started if need be.
-// closeDB closes the pool, and stops the cluster if this call started it.
+// openStore opens cfg's database for the command cmd, or in dev without one
+// the local cluster; closeDB also stops the cluster if this call started it.
 func openStore(ctx context.Context, cmd string, cfg config, log *slog.Logger) (s *store, closeDB func(), err error) {
 	dsn, stopLocal := cfg.DatabaseURL, func() {}
 	if dsn == "" {
@@ -113,12 +110,10 @@ func openDB(ctx context.Context, dsn string, maxConns int) (*sql.DB, error) {
 	return db, nil
 }
 
-// unavailable reports whether err means that the database cannot answer
-// now (503), rather than that the query is wrong (a bug, 500): a failed
-// connect whatever its SQLSTATE, a network error or EOF, a deadline, a
-// broken connection, or a server error of class 08 (connection), 53
-// (insufficient resources) or 57 (operator intervention: a terminated
-// backend, a shutdown).
+// unavailable reports whether err means that the database cannot answer now
+// (503), not that the query is wrong (a bug, 500): a failed connect, the
+// network, a deadline, a broken connection, or SQLSTATE class 08
+// (connection), 53 (insufficient resources) or 57 (a terminated backend).
 func unavailable(err error) bool {
 	var connectErr *pgconn.ConnectError
 	var netErr net.Error
@@ -142,9 +137,8 @@ func schemaMissing(err error) bool {
 	return errors.As(err, &pgErr) && slices.Contains([]string{"42P01", "42703", "42883", "3F000"}, pgErr.Code)
 }
 
-// migrate applies schema.sql, and samples.sql when withSamples is set, in
-// one transaction: schema.sql takes an advisory lock, so that processes
-// starting at once all succeed.
+// migrate applies schema.sql, and samples.sql withSamples, in one
+// transaction, under schema.sql's advisory lock: processes may start at once.
 func migrate(ctx context.Context, db *sql.DB, withSamples bool) error {
 	script := schemaSQL
 	if withSamples {
@@ -162,13 +156,6 @@ func migrate(ctx context.Context, db *sql.DB, withSamples bool) error {
 		return fmt.Errorf("apply schema.sql: commit: %w", err)
 	}
 	return nil
-}
-
-// ping reports whether the database answers.
-func (s *store) ping(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
-	defer cancel()
-	return s.db.PingContext(ctx)
 }
 
 // queryRow scans the one row of query into dest, or returns errNotFound.
@@ -191,9 +178,8 @@ func execute(ctx context.Context, db *sql.DB, query string, args ...any) error {
 }
 
 // queryAll returns every row of query, each scanned into the fields of a T
-// that columns lists, in the query's order. It is never nil: no rows
-// encode as [], not null. A set-returning function may raise no_data_found
-// for a missing parent row: that is errNotFound, a 404 in one statement.
+// that columns lists, never nil: no rows encode as []. A set-returning
+// function's no_data_found (a missing parent row) is errNotFound.
 func queryAll[T any](ctx context.Context, db *sql.DB, query string, args []any, columns func(*T) []any) ([]T, error) {
 	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
 	defer cancel()

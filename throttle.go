@@ -25,16 +25,14 @@ const (
 // throttleKeys are the two keys a login attempt counts under.
 type throttleKeys struct{ client, account []byte }
 
-// accountKey is the throttle key of an account: case variants of an email
-// count together. Keys are hashed, so any bytes a client sends as a username
-// make a valid key, and strangers' typed emails are not kept.
+// accountKey is the throttle key of an account, case variants of an email
+// together, hashed: any bytes make a key, and no typed email is kept.
 func accountKey(email string) []byte {
 	sum := sha256.Sum256([]byte("a:" + strings.ToLower(email)))
 	return sum[:]
 }
 
-// clientKey is the throttle key of a client address. IPv6 clients count by
-// their /64, which one host usually owns whole.
+// clientKey is the throttle key of a client address; IPv6, of its /64.
 func clientKey(a netip.Addr) []byte {
 	a = a.Unmap()
 	id := a.String()
@@ -46,9 +44,8 @@ func clientKey(a netip.Addr) []byte {
 	return sum[:]
 }
 
-// blockedSQL returns the client's ($1) and the account's ($2) key when it
-// is past its limit, with the seconds it must wait. It is a plain read, so
-// that refused attempts take no row lock and make no write.
+// blockedSQL returns the client's ($1) or account's ($2) key past its limit,
+// with its wait: a plain read, so that refusals take no lock and write nothing.
 const blockedSQL = `
 SELECT key, extract(epoch FROM reset_at - now())::float8
 FROM myapi.login_failures
@@ -99,8 +96,8 @@ func (s *store) startLogin(ctx context.Context, k throttleKeys) (wait time.Durat
 	return 0, tx.Commit()
 }
 
-// blockedFor returns how long the client or the account must wait, or 0. It
-// remembers blocked keys (memory.go): a flood of refusals costs a read a second per key.
+// blockedFor returns how long the client or the account must wait, or 0,
+// caching blocks: a flood of refusals costs a read a second per key.
 func (s *store) blockedFor(ctx context.Context, k throttleKeys) (time.Duration, error) {
 	now := s.blocked.now()
 	var wait time.Duration
@@ -130,9 +127,9 @@ func (s *store) blockedFor(ctx context.Context, k throttleKeys) (time.Duration, 
 }
 
 // endLogin takes back the failure startLogin counted, for an attempt that
-// succeeded or was never judged. A success also clears the account's
-// failures; the client's stay, or one valid account would let an attacker
-// reset them. It runs even when the client has gone.
+// succeeded or was never judged, even when the client has gone. A success
+// also clears the account's failures, not the client's: one valid account
+// must not let an attacker reset them.
 func (s *store) endLogin(ctx context.Context, log *slog.Logger, k throttleKeys, succeeded bool) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), queryTimeout)
 	defer cancel()

@@ -63,9 +63,8 @@ func hs256(key []byte, input string) []byte {
 	return mac.Sum(nil)
 }
 
-// verifyToken checks token at time now against keys, the signing key first
-// and then the previous ones (rotation), and returns its claims. The error
-// is errTokenExpired or wraps errTokenInvalid.
+// verifyToken checks token at time now against keys (rotation) and returns
+// its claims. The error is errTokenExpired or wraps errTokenInvalid.
 func verifyToken(token string, keys [][]byte, now time.Time) (tokenClaims, error) {
 	if len(token) > maxTokenBytes {
 		return tokenClaims{}, tokenError("too long")
@@ -103,10 +102,9 @@ func validMAC(input string, mac []byte, keys [][]byte) bool {
 	return false
 }
 
-// checkHeader checks the JOSE header segment. The algorithm is pinned to
-// HS256 (RFC 8725 §3.1), so the header can only confirm it. crit is refused,
-// as we implement no extension (RFC 7515 §4.1.11); kid, jku and the like are
-// ignored: keys never come from the token. typ is optional (RFC 7519 §5.1).
+// checkHeader checks the JOSE header: alg is pinned to HS256 (RFC 8725
+// §3.1), crit is refused (RFC 7515 §4.1.11: we know no extension), typ is
+// optional, and kid, jku and the like are ignored: keys never come from it.
 func checkHeader(seg string) error {
 	if seg == tokenHeaderSegment {
 		return nil // ours and python-jose's, byte for byte: no need to decode
@@ -162,9 +160,8 @@ func readClaims(m map[string]any, now time.Time) (tokenClaims, error) {
 	return c, nil
 }
 
-// decodeObject decodes seg, the base64url of a JSON object, into its members,
-// so that names match exactly: encoding/json's struct fields read "EXP" as exp.
-// JSON is UTF-8 (RFC 8259 §8.1): encoding/json would replace bad bytes.
+// decodeObject decodes seg, a base64url JSON object, into a map, where names
+// match exactly ("EXP" is not exp), and refuses bad UTF-8 (RFC 8259 §8.1).
 func decodeObject(seg string) (m map[string]any, ok bool) {
 	data, err := b64.DecodeString(seg)
 	ok = err == nil && utf8.Valid(data) && json.Unmarshal(data, &m) == nil && m != nil // null is no object
@@ -180,10 +177,7 @@ func readMember[T any](m map[string]any, name string, parse func(any) (T, bool),
 	return true
 }
 
-func asString(v any) (string, bool) {
-	s, ok := v.(string)
-	return s, ok
-}
+func asString(v any) (s string, ok bool) { s, ok = v.(string); return s, ok }
 
 // numericDate reads v as a NumericDate (RFC 7519 §2): seconds since the epoch.
 func numericDate(v any) (time.Time, bool) {

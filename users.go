@@ -38,13 +38,12 @@ func (s *store) userByEmail(ctx context.Context, email string) (user, error) {
 }
 
 // tokenUser returns the account a token names, without its hash, and ok
-// when it exists and the token's session (sid, "" for none) is live, as
-// read at most a second ago: one read a second per server and session, not
-// one a request, and one statement for both.
+// when it exists and the session sid ("" for none) is live, as read at most
+// a second ago: one statement, once a second per server, not once a request.
 func (s *store) tokenUser(ctx context.Context, email, sid string) (u user, ok bool, err error) {
 	key := email + "\x00" + sid
-	if c, hit := s.accounts.get(key); hit {
-		return c.user, c.ok, nil
+	if u, hit := s.accounts.get(key); hit {
+		return u, u.ID != 0, nil // not ok is cached as the zero user
 	}
 	start := s.accounts.now()
 	if isText(email) && isText(sid) {
@@ -56,14 +55,11 @@ func (s *store) tokenUser(ctx context.Context, email, sid string) (u user, ok bo
 	if err != nil && !errors.Is(err, errNotFound) {
 		return u, false, err
 	}
-	s.accounts.put(key, tokenUserResult{u, ok}, start)
+	if !ok {
+		u = user{}
+	}
+	s.accounts.put(key, u, start)
 	return u, ok, nil
-}
-
-// tokenUserResult is what tokenUser caches.
-type tokenUserResult struct {
-	user
-	ok bool
 }
 
 // listUsers returns every user, by id, without the password hashes.
@@ -90,9 +86,13 @@ func (s *store) createUser(ctx context.Context, name, email, hashedPassword stri
 	return id, err
 }
 
+// logoutEverywhere ends every session and token of the account with email.
+func (s *store) logoutEverywhere(ctx context.Context, email string) error {
+	return s.renewStamp(ctx, email, nil)
+}
+
 // renewStamp gives the account with email a new security stamp and, unless
-// hash is nil, a new password hash, and ends its sessions: all its tokens,
-// access and refresh, stop working. errNotFound when there is no account.
+// hash is nil, password hash, and ends its sessions: all its tokens stop.
 func (s *store) renewStamp(ctx context.Context, email string, hash any) error {
 	err := queryRow(ctx, s.db, `
 WITH u AS (
@@ -105,7 +105,7 @@ SELECT user_id FROM u`, []any{email, newStamp(), hash}, new(int))
 	return err
 }
 
-// deleteUser deletes the user, or returns errNotFound.
+// deleteUser deletes the user, sessions and all, or returns errNotFound.
 func (s *store) deleteUser(ctx context.Context, email string) error {
 	return queryRow(ctx, s.db, "DELETE FROM myapi.users WHERE email = $1 RETURNING user_id", []any{email}, new(int))
 }

@@ -177,9 +177,27 @@ secs=$(for _ in 1 2 3; do curl -sS -o /dev/null -w '%{time_total}\n' --data "$lo
 cores=${GOMAXPROCS:-$(nproc)}
 slots=$((cores / 2 > 1 ? cores / 2 : 1))
 bound=$(calc %.2f "$slots / $secs")
+x0=$(xacts)
 measure 4 /token BENCH_BODY="$login"
 echo "POST /token, 4 connections: $rps logins/s, $errors errors;" \
-  "bcrypt bound: $slots at once / $secs s each = $bound/s; ratio $(calc %.2f "$rps / $bound")"
+  "bcrypt bound: $slots at once / $secs s each = $bound/s; ratio $(calc %.2f "$rps / $bound");" \
+  "$(per_request "$x0" "$(xacts)" "$n") statements per login"
+
+# Refreshes, one after another, each with the token the one before returned;
+# then a flood of forged ones, which the MAC refuses before any query.
+rt() { sed -n 's/.*"refresh_token":"\([^"]*\)".*/\1/p'; }
+token_rt=$(curl -sS --data "$login&scope=offline_access" "$base/token" | rt)
+idle_since=$SECONDS
+x0=$(xacts)
+for _ in $(seq 200); do
+  token_rt=$(curl -sS --data "grant_type=refresh_token&refresh_token=$token_rt" "$base/token" | rt)
+done
+[ -n "$token_rt" ] || die "a refresh failed"
+idle_since=$SECONDS
+echo "refresh: 200 in a chain, $(per_request "$x0" "$(xacts)" 200) statements per refresh (target <= 2)"
+x0=$(xacts)
+measure 32 /token BENCH_BODY="grant_type=refresh_token&refresh_token=${token_rt}x"
+echo "forged refreshes (400), 32 connections: $rps/s, $(per_request "$x0" "$(xacts)" "$n") statements each (target 0)"
 echo "GET p99 alone: $p99_alone ms (the median of the runs above)"
 
 # during WHAT VAR=VALUE...: GET by id at 16 connections while 32 connections
