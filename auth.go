@@ -75,7 +75,12 @@ func passwordGrant(w http.ResponseWriter, r *http.Request, d deps, email, passwo
 	case err != nil:
 		databaseFailed(w, r, d.log, err)
 	default:
-		openSession(w, r, d, u, offline)
+		sid, err := d.store.openSession(r.Context(), u, userAgent(r), d.sessionTTL, d.sessionIdle)
+		if err != nil {
+			databaseFailed(w, r, d.log, err)
+			return
+		}
+		grant(w, d, u, sid, 0, min(d.sessionTTL, d.sessionIdle), offline)
 	}
 }
 
@@ -116,8 +121,7 @@ func readForm(w http.ResponseWriter, r *http.Request) (form, error) {
 	return form(f), err
 }
 
-// readMultipart reads a multipart form's values from the body alone
-// (r.ParseMultipartForm would also parse the query string).
+// readMultipart reads a multipart form from the body alone, not the query.
 func readMultipart(r *http.Request) (url.Values, error) {
 	mr, err := r.MultipartReader()
 	if err == nil {
@@ -134,8 +138,7 @@ func readMultipart(r *http.Request) (url.Values, error) {
 	return nil, fmt.Errorf("read multipart form: %w", err)
 }
 
-// loginProblems lists the password grant's problems (RFC 6749 §4.3.2), in
-// the original's order.
+// loginProblems lists the password grant's problems, in the original's order.
 func loginProblems(f form) []fieldError {
 	var problems []fieldError
 	for _, name := range []string{"username", "password"} {
@@ -201,8 +204,7 @@ type bcryptLimiter struct {
 	dummyHash []byte
 }
 
-// newBcryptLimiter makes the dummy hash at cost: an unknown email costs
-// what a wrong password costs.
+// newBcryptLimiter makes the dummy hash at cost, as a wrong password costs.
 func newBcryptLimiter(cost, slots int) *bcryptLimiter {
 	dummy, err := bcrypt.GenerateFromPassword([]byte(rand.Text()), cost)
 	if err != nil {

@@ -271,8 +271,7 @@ func checkPassword(password string) error {
 	return nil
 }
 
-// validateNewUser checks a new user's fields. The email, stored as given and
-// the login, must be a bare address (no display name).
+// validateNewUser checks a new user's fields; the email is a bare address.
 func validateNewUser(name, email, password string) error {
 	var problems []string
 	if strings.TrimSpace(name) == "" {

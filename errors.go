@@ -117,8 +117,7 @@ func databaseFailed(w http.ResponseWriter, r *http.Request, log *slog.Logger, er
 	errorResponse(w, r, http.StatusServiceUnavailable, "Service unavailable")
 }
 
-// internalError answers a bug: a panic (recoverPanics logs the stack) or a
-// query that failed for no fault of the database.
+// internalError answers a bug, which is logged where it is found.
 func internalError(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Connection", "close")
 	errorResponse(w, r, http.StatusInternalServerError, "Internal Server Error")

@@ -23,11 +23,9 @@ const (
 	maxSocketPath = 103 // sun_path is 104 bytes on macOS, 108 on Linux
 )
 
-// localDB is the dev database: a private PostgreSQL cluster, made from the
-// installed server binaries so that a fresh clone serves with nothing else set
-// up (the tests make their throwaway cluster the same way). Its dir holds the
-// lock that serialises start-up, the superuser's password (pg_password) and,
-// owned by the server's user, the cluster (pgdata/) and its socket and log (pgrun/).
+// localDB is the dev database, and the tests': a private cluster made from
+// the installed server binaries. Its dir holds the start-up lock, the
+// superuser's password and, owned by the server's user, pgdata/ and pgrun/.
 type localDB struct {
 	bindir, dir, dataDir, runDir string
 	runAs                        *syscall.Credential // nil unless we are root
@@ -37,10 +35,9 @@ type localDB struct {
 	started                      bool   // this process started it, so it stops it
 }
 
-// startLocalDB starts the cluster under dir (creating it on first use), or
-// reuses it when it is already running, and waits until it accepts
-// connections. settings are extra "name=value" server settings, with which
-// the tests turn durability off for speed.
+// startLocalDB starts the cluster under dir, made on first use, or reuses it
+// when it runs, and waits until it accepts connections. settings are extra
+// "name=value" server settings (the tests turn durability off).
 func startLocalDB(ctx context.Context, dir string, settings ...string) (*localDB, error) {
 	bindir, err := findPostgres()
 	if err != nil {
@@ -119,8 +116,7 @@ func isExecutable(dir, name string) bool {
 }
 
 // serverUser picks the account the server runs as when we are root, postgres
-// or else nobody, and lets it reach dir: dir and each of its parents that
-// lacks search (not read) permission for others gets it.
+// or else nobody, and gives dir and its parents search permission for it.
 func serverUser(dir string) (*syscall.Credential, error) {
 	u, err := osuser.Lookup("postgres")
 	if err != nil {
@@ -177,9 +173,8 @@ func (db *localDB) initdb(ctx context.Context) error {
 		"-E", "UTF8", "--locale", "C", "--auth-local", "trust", "--auth-host", "scram-sha-256")
 }
 
-// start runs pg_ctl start unless the cluster already runs, reads where it
-// listens from postmaster.pid (port, socket directory and listen address on
-// lines 4 to 6), and creates the database localDBName unless it exists.
+// start runs pg_ctl start unless the cluster runs, reads where it listens
+// from postmaster.pid (lines 4 to 6), and creates localDBName if need be.
 func (db *localDB) start(ctx context.Context, extra []string) error {
 	if db.pgctl(ctx, "status") != nil {
 		// A unix socket in pgrun/ only; if its path is too long for the kernel, a
@@ -224,8 +219,8 @@ func (db *localDB) pgctl(ctx context.Context, mode string, args ...string) error
 	return db.run(ctx, "pg_ctl", append([]string{mode, "-D", db.dataDir}, args...)...)
 }
 
-// run runs a PostgreSQL binary as the server's user. Its error names the
-// binary and its first argument (pg_ctl's mode), with the last line it printed.
+// run runs a PostgreSQL binary as the server's user; its error ends with
+// the last line the binary printed.
 func (db *localDB) run(ctx context.Context, name string, args ...string) error {
 	cmd := exec.CommandContext(ctx, filepath.Join(db.bindir, name), args...)
 	cmd.Dir = db.runDir

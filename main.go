@@ -118,7 +118,7 @@ func runServe(ctx context.Context, args []string, env commandEnv) error {
 	}
 	handler := newHandler(deps{
 		log: log, store: s, keys: append([][]byte{key}, cfg.PreviousKeys...), now: time.Now,
-		tokenTTL: cfg.TokenTTL, sessions: sessionLimits{cfg.SessionTTL, cfg.SessionIdle},
+		tokenTTL: cfg.TokenTTL, sessionTTL: cfg.SessionTTL, sessionIdle: cfg.SessionIdle,
 		bcrypt: newBcryptLimiter(cfg.BcryptCost, procsForBcrypt()), trusted: cfg.TrustedProxies,
 	})
 	ln, err := net.Listen("tcp", cfg.Addr)
@@ -130,8 +130,7 @@ func runServe(ctx context.Context, args []string, env commandEnv) error {
 	return serveUntilDone(ctx, newHTTPServer(handler, log), ln, cfg.ShutdownTimeout, log)
 }
 
-// serveUntilDone serves on ln until ctx is cancelled, then gives in-flight
-// requests up to timeout to finish.
+// serveUntilDone serves until ctx ends, then lets requests finish within timeout.
 func serveUntilDone(ctx context.Context, srv *http.Server, ln net.Listener, timeout time.Duration, log *slog.Logger) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()

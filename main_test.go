@@ -376,7 +376,7 @@ func testDepsAt(t testing.TB, dsn string, now func() time.Time) deps {
 // the test key and the cheapest bcrypt cost.
 func testDeps(log *slog.Logger, db *sql.DB) deps {
 	return deps{log: log, store: newStore(db, time.Now), keys: [][]byte{[]byte(testTokenKey)},
-		tokenTTL: time.Hour, sessions: sessionLimits{720 * time.Hour, 168 * time.Hour}, now: time.Now, bcrypt: newBcryptLimiter(4, 1)}
+		tokenTTL: time.Hour, sessionTTL: 720 * time.Hour, sessionIdle: 168 * time.Hour, now: time.Now, bcrypt: newBcryptLimiter(4, 1)}
 }
 
 // serveHandler serves h until the test ends.

@@ -36,8 +36,7 @@ func handleGetMovie(d deps) http.Handler {
 	})
 }
 
-// handleNewMovies is GET /movies/new?year=Y&rating=R: the movies released
-// in or after Y and rated R or more, by movie_id.
+// handleNewMovies is GET /movies/new?year=Y&rating=R.
 func handleNewMovies(d deps) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p := readParams(r)

@@ -15,24 +15,21 @@ import (
 	"time"
 )
 
-// deps are what the handlers need, built once by serve. Every handler maker
-// takes them; one-time setup sits in its closure.
+// deps are what the handlers need, built once by serve.
 type deps struct {
-	log      *slog.Logger
-	store    *store
-	keys     [][]byte // token keys: keys[0] signs, all verify
-	tokenTTL time.Duration
-	sessions sessionLimits
-	now      func() time.Time
-	bcrypt   *bcryptLimiter // per process: it guards this process's CPU
-	trusted  []netip.Prefix // proxies whose X-Forwarded-For is believed
+	log                               *slog.Logger
+	store                             *store
+	keys                              [][]byte      // token keys: keys[0] signs, all verify
+	tokenTTL, sessionTTL, sessionIdle time.Duration // config.go says what each is
+	now                               func() time.Time
+	bcrypt                            *bcryptLimiter // per process: it guards this process's CPU
+	trusted                           []netip.Prefix // proxies whose X-Forwarded-For is believed
 }
 
 // routes lists the whole HTTP surface, one line a route, and which routes
 // need a user (authed). The OpenAPI drift test reads the same list.
 func routes(d deps, handle func(pattern string, h http.Handler)) {
 	authed := func(h http.Handler) http.Handler { return requireUser(d, h) }
-
 	handle("GET /healthz", handleHealthz())
 	handle("GET /readyz", handleReadyz(d))
 	handle("POST /token", handleToken(d))
@@ -75,8 +72,7 @@ const (
 	maxHeaderBytes = 16 << 10
 )
 
-// newHTTPServer sets every timeout: without them one slow client can hold
-// a connection, and a goroutine, for ever.
+// newHTTPServer sets every timeout, or one slow client holds a connection for ever.
 func newHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
 	return &http.Server{
 		Handler:           h,
@@ -172,8 +168,7 @@ type requestLog struct {
 
 type requestLogKey struct{}
 
-// addLogAttrs adds attrs to r's line in the request log, which logRequests
-// writes once the handler returns.
+// addLogAttrs adds attrs to r's line in the request log.
 func addLogAttrs(r *http.Request, attrs ...slog.Attr) {
 	if l, ok := r.Context().Value(requestLogKey{}).(*requestLog); ok {
 		l.attrs = append(l.attrs, attrs...)

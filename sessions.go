@@ -23,10 +23,6 @@ import (
 // that refresh's answer: two tabs, or a retry after a lost answer, converge.
 const reuseWindow = 10 * time.Second
 
-// sessionLimits are a session's lifetimes: ttl from login, idle from its
-// latest refresh (MYAPI_SESSION_TTL, MYAPI_SESSION_IDLE).
-type sessionLimits struct{ ttl, idle time.Duration }
-
 // session is a live session, as GET /sessions lists it.
 type session struct {
 	ID         string    `json:"session_id"`
@@ -47,17 +43,6 @@ type tokenResponse struct {
 }
 
 var errReused = errors.New("refresh token reused")
-
-// openSession opens a session for u, who has just logged in, and answers
-// with its first access token and, when offline, its refresh token.
-func openSession(w http.ResponseWriter, r *http.Request, d deps, u user, offline bool) {
-	sid := crand.Text()
-	if err := d.store.openSession(r.Context(), sid, u, userAgent(r), d.sessions); err != nil {
-		databaseFailed(w, r, d.log, err)
-		return
-	}
-	grant(w, d, u, sid, 0, min(d.sessions.ttl, d.sessions.idle), offline)
-}
 
 // grant answers with an access token for u in session sid, living at most
 // d.tokenTTL and left, and with refresh the refresh token of generation gen.
@@ -107,7 +92,7 @@ func refreshGrant(w http.ResponseWriter, r *http.Request, d deps, rt string) {
 	sid, gen, ok := parseRefreshToken(rt, d.keys)
 	err := errNotFound // a forgery costs no query
 	if ok {
-		u, gen, left, err = d.store.refresh(r.Context(), sid, gen, d.sessions.idle)
+		u, gen, left, err = d.store.refresh(r.Context(), sid, gen, d.sessionIdle)
 	}
 	switch {
 	case errors.Is(err, errNotFound):
@@ -163,8 +148,7 @@ func handleListSessions(d deps) http.Handler {
 	})
 }
 
-// handleEndSession is DELETE /sessions/{session_id}: it ends one of the
-// caller's sessions; another account's is as unknown as a made-up one.
+// handleEndSession is DELETE /sessions/{session_id}: another's is unknown.
 func handleEndSession(d deps) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		err := d.store.endSession(r.Context(), r.PathValue("session_id"), currentCaller(r).Email)
@@ -191,24 +175,26 @@ func handleEndAllSessions(d deps) http.Handler {
 	})
 }
 
-// userAgent is the request's User-Agent as PostgreSQL text, cut to 256
-// bytes: a cut rune is invalid UTF-8, which ToValidUTF8 drops.
+// userAgent is the request's User-Agent cut to 256 bytes, as PostgreSQL
+// text: net/http refuses a NUL, and ToValidUTF8 drops bad bytes and a cut rune.
 func userAgent(r *http.Request) string {
-	ua := strings.ReplaceAll(r.UserAgent(), "\x00", "")
+	ua := r.UserAgent()
 	return strings.ToValidUTF8(ua[:min(len(ua), 256)], "")
 }
 
-// openSession inserts session sid of u, and deletes up to ten ended
-// sessions of any account: the table stays small, with nothing in the background.
-func (s *store) openSession(ctx context.Context, sid string, u user, userAgent string, l sessionLimits) error {
-	return execute(ctx, s.db, `
+// openSession opens a session for u with a new id, and deletes up to ten
+// ended sessions of any account: the table stays small, with nothing in the
+// background. ttl and idle are MYAPI_SESSION_TTL and MYAPI_SESSION_IDLE.
+func (s *store) openSession(ctx context.Context, u user, userAgent string, ttl, idle time.Duration) (sid string, err error) {
+	err = queryRow(ctx, s.db, `
 WITH ended AS (
     DELETE FROM myapi.sessions WHERE session_id IN (
         SELECT session_id FROM myapi.sessions WHERE ends_at <= now()
         ORDER BY ends_at LIMIT 10 FOR UPDATE SKIP LOCKED))
 INSERT INTO myapi.sessions (session_id, user_id, stamp, expires_at, ends_at, user_agent)
-VALUES ($1, $2, nullif($3, ''), now() + $4 * interval '1 second', now() + least($4, $5) * interval '1 second', $6)`,
-		sid, u.ID, u.Stamp, l.ttl.Seconds(), l.idle.Seconds(), userAgent)
+VALUES ($1, $2, nullif($3, ''), now() + $4 * interval '1 second', now() + least($4, $5) * interval '1 second', $6)
+RETURNING session_id`, []any{crand.Text(), u.ID, u.Stamp, ttl.Seconds(), idle.Seconds(), userAgent}, &sid)
+	return sid, err
 }
 
 // refreshSQL rotates session $1's token of generation $2; the token the
@@ -243,8 +229,7 @@ func (s *store) refresh(ctx context.Context, sid string, gen int64, idle time.Du
 	return u, newGen, time.Duration(secs * float64(time.Second)), err
 }
 
-// sessions lists c's live sessions, newest first; in UTC, as pgx reads a
-// timestamp without a time zone.
+// sessions lists c's live sessions, newest first, in UTC.
 func (s *store) sessions(ctx context.Context, c caller) ([]session, error) {
 	return queryAll(ctx, s.db, `SELECT session_id, created_at AT TIME ZONE 'UTC', last_used_at AT TIME ZONE 'UTC',
 		    expires_at AT TIME ZONE 'UTC', user_agent, session_id = $3

@@ -76,8 +76,7 @@ func openStore(ctx context.Context, cmd string, cfg config, log *slog.Logger) (s
 	return newStore(db, time.Now), func() { db.Close(); stopLocal() }, nil
 }
 
-// openDB opens a pool of maxConns connections on dsn, each connected before
-// it returns, so that a server that answers is ready at speed.
+// openDB opens a pool of maxConns connections, all made before it returns.
 func openDB(ctx context.Context, dsn string, maxConns int) (*sql.DB, error) {
 	cfg, err := pgx.ParseConfig(dsn)
 	if err != nil {
@@ -87,25 +86,18 @@ func openDB(ctx context.Context, dsn string, maxConns int) (*sql.DB, error) {
 	db := stdlib.OpenDB(*cfg)
 	db.SetMaxOpenConns(maxConns)
 	db.SetMaxIdleConns(maxConns)
-	// A connection is replaced after half an hour, so that a fail-over or
-	// a pgbouncer restart is picked up.
+	// Replaced after half an hour: a fail-over or a pgbouncer restart is picked up.
 	db.SetConnMaxLifetime(30 * time.Minute)
 
 	ctx, cancel := context.WithTimeout(ctx, connectTimeout)
 	defer cancel()
-	conns := make([]*sql.Conn, 0, maxConns)
-	defer func() {
-		for _, c := range conns {
-			c.Close() // back to the pool, open
-		}
-	}()
 	for range maxConns {
 		c, err := db.Conn(ctx) // a new connection, made and authenticated
 		if err != nil {
 			db.Close()
 			return nil, fmt.Errorf("connect to database: %w", err)
 		}
-		conns = append(conns, c)
+		defer c.Close() // back to the pool, open, once all are made
 	}
 	return db, nil
 }
@@ -166,14 +158,6 @@ func queryRow(ctx context.Context, db *sql.DB, query string, args []any, dest ..
 	if errors.Is(err, sql.ErrNoRows) {
 		return errNotFound
 	}
-	return err
-}
-
-// execute runs a statement that returns no rows.
-func execute(ctx context.Context, db *sql.DB, query string, args ...any) error {
-	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
-	defer cancel()
-	_, err := db.ExecContext(ctx, query, args...)
 	return err
 }
 

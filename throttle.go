@@ -144,7 +144,10 @@ WHERE key IN ($1, $2) AND failures > 0`, k.client, k.account, succeeded)
 
 // clearFailures forgets the failures counted under key.
 func (s *store) clearFailures(ctx context.Context, key []byte) error {
-	return execute(ctx, s.db, "DELETE FROM myapi.login_failures WHERE key = $1", key)
+	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
+	defer cancel()
+	_, err := s.db.ExecContext(ctx, "DELETE FROM myapi.login_failures WHERE key = $1", key)
+	return err
 }
 
 // clientAddr is the connection's address, or, from a trusted proxy, the last

@@ -63,8 +63,8 @@ func hs256(key []byte, input string) []byte {
 	return mac.Sum(nil)
 }
 
-// verifyToken checks token at time now against keys (rotation) and returns
-// its claims. The error is errTokenExpired or wraps errTokenInvalid.
+// verifyToken returns the claims of a token one of keys signed; the error is
+// errTokenExpired or wraps errTokenInvalid.
 func verifyToken(token string, keys [][]byte, now time.Time) (tokenClaims, error) {
 	if len(token) > maxTokenBytes {
 		return tokenClaims{}, tokenError("too long")

@@ -68,12 +68,10 @@ func (s *store) listUsers(ctx context.Context) ([]user, error) {
 		func(u *user) []any { return []any{&u.ID, &u.Name, &u.Email} })
 }
 
-// newStamp returns a new security stamp, which revokes the tokens that
-// carry another (auth.go).
+// newStamp returns a new security stamp: tokens with another are refused.
 func newStamp() string { return crand.Text() }
 
-// createUser inserts a user with a new security stamp and returns its id,
-// or errDuplicate when the email is taken.
+// createUser inserts a user and returns its id, or errDuplicate.
 func (s *store) createUser(ctx context.Context, name, email, hashedPassword string) (int, error) {
 	var id int
 	err := queryRow(ctx, s.db, `INSERT INTO myapi.users (name, email, hashed_password, security_stamp)
