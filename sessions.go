@@ -87,10 +87,8 @@ func refreshGrant(w http.ResponseWriter, r *http.Request, d deps, rt string) {
 		oauthError(w, r, "invalid_request", "refresh_token is missing")
 		return
 	}
-	var u user
-	var left time.Duration
 	sid, gen, ok := parseRefreshToken(rt, d.keys)
-	err := errNotFound // a forgery costs no query
+	u, left, err := user{}, time.Duration(0), errNotFound // a forgery costs no query
 	if ok {
 		u, gen, left, err = d.store.refresh(r.Context(), sid, gen, d.sessionIdle)
 	}
@@ -251,6 +249,8 @@ func (s *store) endSession(ctx context.Context, sid, email string) error {
 		WHERE s.session_id = $1 AND s.ends_at > now() AND u.user_id = s.user_id
 		  AND u.security_stamp IS NOT DISTINCT FROM s.stamp AND (u.email = $2 OR $2 = '')
 		RETURNING u.email`, []any{sid, email}, &owner)
-	s.accounts.forget(owner + "\x00" + sid)
+	if err == nil {
+		s.accounts.forget(owner + "\x00" + sid)
+	}
 	return err
 }
