@@ -45,7 +45,7 @@ func handleToken(d deps) http.Handler {
 			validationFailed(w, r, problems)
 			return
 		}
-		passwordGrant(w, r, d, f.get("username"), f.get("password"), slices.Contains(strings.Fields(f.get("scope")), "offline_access"))
+		passwordGrant(w, r, d, f.get("username"), f.get("password"), slices.Contains(strings.Split(f.get("scope"), " "), "offline_access"))
 	})
 }
 

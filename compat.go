@@ -68,12 +68,13 @@ func decodedPaths(h http.Handler) http.Handler {
 
 // redirectToOtherSlash answers 307 to the path's other trailing-slash form,
 // as the original does, when that has a route, and reports whether it did.
+// Never a DELETE: DELETE /sessions/ must not end up as DELETE /sessions.
 func redirectToOtherSlash(w http.ResponseWriter, r *http.Request, mux *http.ServeMux) bool {
 	other, trimmed := strings.CutSuffix(r.URL.Path, "/")
 	if !trimmed {
 		other += "/"
 	}
-	if other == "" || allowedMethods(mux, r, other) == nil {
+	if other == "" || r.Method == http.MethodDelete || allowedMethods(mux, r, other) == nil {
 		return false
 	}
 	u := *r.URL

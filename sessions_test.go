@@ -75,6 +75,13 @@ func TestLoginOpensASession(t *testing.T) {
 		t.Errorf("the token's sid is %q (%v), want a session's id", claims.Sid, err)
 	}
 
+	// scope is a list separated by spaces (RFC 6749 §3.3), its tokens case-sensitive.
+	for scope, offline := range map[string]bool{"openid offline_access": true, "openid\toffline_access": false, "OFFLINE_ACCESS": false} {
+		res := app.postForm(t, "/token", "username", "ada@example.com", "password", "correct horse", "scope", scope)
+		if strings.Contains(res.body, "refresh_token") != offline {
+			t.Errorf("scope %q: %s", scope, res.body)
+		}
+	}
 	g := offlineLogin(t, app, "ada@example.com", "correct horse")
 	if g.ExpiresIn != 3600 {
 		t.Errorf("expires_in = %d, want the token's 3600", g.ExpiresIn)
@@ -204,6 +211,7 @@ func TestLogouts(t *testing.T) {
 	for _, id := range []string{"unknown", "%ff%00", other.sid(t) + "x"} {
 		a.do(t, "DELETE", "/sessions/"+id, auth, nil).expect(t, 404, `{"detail":"Session not found"}`)
 	}
+	a.do(t, "DELETE", "/sessions/", auth, nil).expect(t, 404, `{"detail":"Not Found"}`) // no redirect to DELETE /sessions
 	a.do(t, "DELETE", "/sessions/"+other.sid(t), auth, nil).expect(t, 204, ``)
 	ended(other)
 	a.do(t, "GET", "/users/me", auth, nil).expect(t, 200, `{"id":1,"name":"Ada","email":"ada@example.com"}`)
