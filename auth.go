@@ -66,6 +66,10 @@ func passwordGrant(w http.ResponseWriter, r *http.Request, d deps, email, passwo
 	if !errors.Is(err, errBadCredentials) { // only a wrong password keeps its failure
 		d.store.endLogin(r.Context(), d.log, attempt, err == nil)
 	}
+	var sid string
+	if err == nil {
+		sid, err = d.store.openSession(r.Context(), u, userAgent(r), d.sessionTTL, d.sessionIdle)
+	}
 	switch {
 	case errors.Is(err, errBadCredentials):
 		d.log.LogAttrs(r.Context(), slog.LevelInfo, "login failed")
@@ -75,11 +79,6 @@ func passwordGrant(w http.ResponseWriter, r *http.Request, d deps, email, passwo
 	case err != nil:
 		databaseFailed(w, r, d.log, err)
 	default:
-		sid, err := d.store.openSession(r.Context(), u, userAgent(r), d.sessionTTL, d.sessionIdle)
-		if err != nil {
-			databaseFailed(w, r, d.log, err)
-			return
-		}
 		grant(w, d, u, sid, 0, min(d.sessionTTL, d.sessionIdle), offline)
 	}
 }

@@ -15,9 +15,8 @@ import (
 // Every password login opens a session, a row of myapi.sessions, whose id
 // its access tokens carry (sid). With offline_access it also gets a refresh
 // token, "<session id>.<generation>.<MAC of both>", which rotates at every
-// use (RFC 9700 §2.2.2). The table keeps no MAC, so a dump of it refreshes
-// nothing, and a forged token is refused before any query. Lifetimes are
-// measured on the database's clock.
+// use (RFC 9700 §2.2.2). The table keeps no MAC: a dump refreshes nothing,
+// and a forgery is refused before any query. Lifetimes run on the database's clock.
 
 // reuseWindow is how long the token the latest refresh replaced still gets
 // that refresh's answer: two tabs, or a retry after a lost answer, converge.
@@ -33,8 +32,7 @@ type session struct {
 	Current    bool      `json:"current"`
 }
 
-// tokenResponse is a grant's body (RFC 6749 §5.1): without a refresh token,
-// the original's two members alone.
+// tokenResponse is a grant's body (RFC 6749 §5.1); without a refresh token, the original's.
 type tokenResponse struct {
 	AccessToken  string `json:"access_token"`
 	TokenType    string `json:"token_type"`
@@ -192,13 +190,16 @@ WITH ended AS (
 INSERT INTO myapi.sessions (session_id, user_id, stamp, expires_at, ends_at, user_agent)
 VALUES ($1, $2, nullif($3, ''), now() + $4 * interval '1 second', now() + least($4, $5) * interval '1 second', $6)
 RETURNING session_id`, []any{crand.Text(), u.ID, u.Stamp, ttl.Seconds(), idle.Seconds(), userAgent}, &sid)
+	if sqlState(err) == "23503" { // foreign_key_violation: the account was deleted since the login's check
+		err = errBadCredentials
+	}
 	return sid, err
 }
 
-// refreshSQL rotates session $1's token of generation $2; the token the
-// latest refresh replaced gets that refresh's within reuseWindow; any other
-// is reuse, which ends the session. One statement decides between two
-// refreshes: the second waits for the first's row lock, then reads its work.
+// refreshSQL rotates session $1's token of generation $2; within reuseWindow
+// the token the latest refresh replaced gets that refresh's; any other is
+// reuse, and ends the session. Two refreshes take turns on the row's lock;
+// clock_timestamp() keeps one that waited from outliving a logout meanwhile.
 const refreshSQL = `
 UPDATE myapi.sessions AS s SET
     generation   = s.generation + (s.generation = $2)::int,
@@ -208,9 +209,9 @@ UPDATE myapi.sessions AS s SET
                           OR s.generation = $2 + 1 AND s.rotated_at > now() - $4 * interval '1 second'
                         THEN least(s.expires_at, now() + $3 * interval '1 second') ELSE now() END
 FROM myapi.users AS u
-WHERE s.session_id = $1 AND s.ends_at > now() + interval '1 second'
+WHERE s.session_id = $1 AND s.ends_at > clock_timestamp()
   AND u.user_id = s.user_id AND u.security_stamp IS NOT DISTINCT FROM s.stamp
-RETURNING s.generation, s.ends_at > now(), extract(epoch FROM s.ends_at - now()),
+RETURNING s.generation, s.ends_at > now(), extract(epoch FROM s.ends_at - clock_timestamp()),
           u.user_id, u.name, u.email, coalesce(u.security_stamp, '')`
 
 // refresh runs refreshSQL: the account, the generation to answer with and

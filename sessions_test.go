@@ -365,3 +365,41 @@ func FuzzParseRefreshToken(f *testing.F) {
 		}
 	})
 }
+
+// TestRefreshThatWaitedPastALogout: a refresh that started before a logout
+// and waited for a lock until after it finds the session ended, whatever
+// its statement's start time says. One connection, whose prepared refresh
+// then waits in its own transaction, which now() dates.
+func TestRefreshThatWaitedPastALogout(t *testing.T) {
+	t.Parallel()
+	dsn, _ := databaseWithAda(t)
+	app := startApp(t, testEnv(t, dsn, "MYAPI_DB_MAX_CONNS", "1"))
+	g := refreshed(t, app.refresh(t, offlineLogin(t, app, "ada@example.com", "correct horse").RefreshToken))
+	lock := lockTables(t, dsn, "ACCESS EXCLUSIVE", "myapi.users") // a migration, say
+	done := make(chan response, 1)
+	go func() { done <- app.refresh(t, g.RefreshToken) }()
+	time.Sleep(1500 * time.Millisecond)
+	mustExec(t, openTestDB(t, dsn), "UPDATE myapi.sessions SET ends_at = now()") // as /revoke ends it
+	lock.Rollback()
+	(<-done).expect(t, 400, invalidGrant)
+}
+
+// TestLoginRacingDeleteUser: an account deleted between a login's password
+// check and its new session is a failed login, not a 500.
+func TestLoginRacingDeleteUser(t *testing.T) {
+	t.Parallel()
+	dsn, env := databaseWithAda(t)
+	app := startApp(t, env)
+	lock := lockTables(t, dsn, "SHARE", "myapi.sessions") // holds the login at its new session
+	done := make(chan response, 1)
+	go func() { done <- app.login(t, "ada@example.com", "correct horse") }()
+	time.Sleep(500 * time.Millisecond)
+	deleted := make(chan error, 1)
+	go func() { _, _, err := runCmd(t, env, "", "delete-user", "-email", "ada@example.com"); deleted <- err }()
+	time.Sleep(500 * time.Millisecond) // the deletion holds the account's row, and waits too
+	lock.Rollback()
+	(<-done).expect(t, 401, `{"detail":"Incorrect username or password"}`)
+	if err := <-deleted; err != nil {
+		t.Error(err)
+	}
+}

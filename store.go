@@ -104,29 +104,34 @@ func openDB(ctx context.Context, dsn string, maxConns int) (*sql.DB, error) {
 
 // unavailable reports whether err means that the database cannot answer now
 // (503), not that the query is wrong (a bug, 500): a failed connect, the
-// network, a deadline, a broken connection, or SQLSTATE class 08
-// (connection), 53 (insufficient resources) or 57 (a terminated backend).
+// network, a deadline, a broken connection, or SQLSTATE class 08, 40 (a
+// deadlock: retry), 53 (insufficient resources) or 57 (a terminated backend).
 func unavailable(err error) bool {
 	var connectErr *pgconn.ConnectError
 	var netErr net.Error
-	var pgErr *pgconn.PgError
-	switch {
+	switch c := sqlState(err); {
 	case errors.As(err, &connectErr), errors.As(err, &netErr), pgconn.Timeout(err),
 		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, context.DeadlineExceeded),
 		errors.Is(err, driver.ErrBadConn), errors.Is(err, sql.ErrConnDone):
 		return true
-	case errors.As(err, &pgErr):
-		c := pgErr.Code
-		return strings.HasPrefix(c, "08") || strings.HasPrefix(c, "53") || strings.HasPrefix(c, "57")
+	default:
+		return slices.ContainsFunc([]string{"08", "40", "53", "57"}, func(class string) bool { return strings.HasPrefix(c, class) })
 	}
-	return false
+}
+
+// sqlState is the SQLSTATE of err, a PostgreSQL error, or "".
+func sqlState(err error) string {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Code
+	}
+	return ""
 }
 
 // schemaMissing reports whether err comes from a database without the
 // table, column, function or schema a query names: one not migrated yet.
 func schemaMissing(err error) bool {
-	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && slices.Contains([]string{"42P01", "42703", "42883", "3F000"}, pgErr.Code)
+	return slices.Contains([]string{"42P01", "42703", "42883", "3F000"}, sqlState(err))
 }
 
 // migrate applies schema.sql, and samples.sql withSamples, in one
@@ -185,8 +190,7 @@ func queryAll[T any](ctx context.Context, db *sql.DB, query string, args []any, 
 
 // noDataFound turns SQLSTATE P0002, no_data_found, into errNotFound.
 func noDataFound(err error) error {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "P0002" {
+	if sqlState(err) == "P0002" {
 		return errNotFound
 	}
 	return err

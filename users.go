@@ -5,8 +5,6 @@ import (
 	crand "crypto/rand"
 	"errors"
 	"net/http"
-
-	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // user is a row of myapi.users: an account. In JSON (GET /users/me,
@@ -43,7 +41,7 @@ func (s *store) userByEmail(ctx context.Context, email string) (user, error) {
 func (s *store) tokenUser(ctx context.Context, email, sid string) (u user, ok bool, err error) {
 	key := email + "\x00" + sid
 	if u, hit := s.accounts.get(key); hit {
-		return u, u.ID != 0, nil // not ok is cached as the zero user
+		return u, u.Email != "", nil // not ok is cached as the zero user
 	}
 	start := s.accounts.now()
 	if isText(email) && isText(sid) {
@@ -56,7 +54,7 @@ func (s *store) tokenUser(ctx context.Context, email, sid string) (u user, ok bo
 		return u, false, err
 	}
 	if !ok {
-		u = user{}
+		u = user{} // a token's email is never ""
 	}
 	s.accounts.put(key, u, start)
 	return u, ok, nil
@@ -76,9 +74,7 @@ func (s *store) createUser(ctx context.Context, name, email, hashedPassword stri
 	var id int
 	err := queryRow(ctx, s.db, `INSERT INTO myapi.users (name, email, hashed_password, security_stamp)
 		VALUES ($1, $2, $3, $4) RETURNING user_id`, []any{name, email, hashedPassword, newStamp()}, &id)
-	// 23505 is unique_violation; never match the message, which is translated.
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "23505" {
+	if sqlState(err) == "23505" { // unique_violation; never match the message, which is translated
 		return 0, errDuplicate
 	}
 	return id, err
