@@ -182,11 +182,11 @@ const bcryptWait = 3 * time.Second
 
 var errBusy = errors.New("too many logins in progress")
 
-// procsForBcrypt returns how many bcrypt comparisons serve runs at once,
+// raiseProcsForBcrypt returns how many bcrypt comparisons serve runs at once,
 // half the cores, and gives the scheduler as many Ps again: a comparison
 // holds its P for a quarter second, and the cheap requests keep one per core
 // (docs/performance.md). An operator's GOMAXPROCS stays; a third compares.
-func procsForBcrypt() int {
+func raiseProcsForBcrypt() int {
 	if os.Getenv("GOMAXPROCS") != "" {
 		return max(1, runtime.GOMAXPROCS(0)/3)
 	}

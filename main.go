@@ -6,7 +6,7 @@
 //
 //	logRequests → recoverPanics → secureHeaders → decodedPaths → http.ServeMux
 //	  POST /token          handleToken: form → login throttle → bcrypt → signToken
-//	  GET  /movies/...     requireUser: Bearer → verifyToken → the account
+//	  GET  /movies/...     requireUser: Bearer → verifyToken → account, session
 //	                       → handleGetMovie / handleNewMovies → store → JSON
 //
 // README.md lists the files and what each owns.
@@ -119,7 +119,7 @@ func runServe(ctx context.Context, args []string, env commandEnv) error {
 	handler := newHandler(deps{
 		log: log, store: s, keys: append([][]byte{key}, cfg.PreviousKeys...), now: time.Now,
 		tokenTTL: cfg.TokenTTL, sessionTTL: cfg.SessionTTL, sessionIdle: cfg.SessionIdle,
-		bcrypt: newBcryptLimiter(cfg.BcryptCost, procsForBcrypt()), trusted: cfg.TrustedProxies,
+		bcrypt: newBcryptLimiter(cfg.BcryptCost, raiseProcsForBcrypt()), trusted: cfg.TrustedProxies,
 	})
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
