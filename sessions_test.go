@@ -403,3 +403,20 @@ func TestLoginRacingDeleteUser(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestRefreshUnderAPreviousKey: a refresh token made under a key that has
+// since moved to MYAPI_TOKEN_KEY_PREVIOUS still refreshes, to tokens under
+// the new key; with the old key gone, it no longer does.
+func TestRefreshUnderAPreviousKey(t *testing.T) {
+	t.Parallel()
+	dsn, _ := databaseWithAda(t)
+	first := startApp(t, testEnv(t, dsn))
+	const newKey = "rotated-key-0123456789-0123456789-0123456789"
+	rotated := startApp(t, testEnv(t, dsn, "MYAPI_TOKEN_KEY", newKey, "MYAPI_TOKEN_KEY_PREVIOUS", testTokenKey))
+	g := refreshed(t, rotated.refresh(t, offlineLogin(t, first, "ada@example.com", "correct horse").RefreshToken))
+	if _, _, ok := parseRefreshToken(g.RefreshToken, [][]byte{[]byte(newKey)}); !ok {
+		t.Errorf("the new refresh token %q is not under the new key", g.RefreshToken)
+	}
+	gone := startApp(t, testEnv(t, dsn, "MYAPI_TOKEN_KEY", newKey))
+	gone.refresh(t, offlineLogin(t, first, "ada@example.com", "correct horse").RefreshToken).expect(t, 400, invalidGrant)
+}
