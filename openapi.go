@@ -190,7 +190,7 @@ type exampleRequest struct {
 func parseOpenAPI(b []byte) (*openAPIDoc, error) {
 	var d openAPIDoc
 	if err := json.Unmarshal(b, &d); err != nil {
-		return nil, fmt.Errorf("openapi.json: %w", err)
+		return nil, fmt.Errorf("openapi: %w", err)
 	}
 	shared := d.Components.Responses
 	for _, item := range d.Paths {
